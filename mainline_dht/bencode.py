@@ -1,0 +1,101 @@
+"""Bencoding: the only module that touches a bencode library.
+
+Owns: turning Python values into bencoded bytes, and bytes into values.
+
+Two decoders on purpose:
+
+* :func:`decode_untrusted` is for bytes from the network. It uses fastbencode's
+  strict decoder (Rust), which rejects every malformed input we know of, in time
+  linear in the input. bencode.py is never given untrusted bytes: version 4.1.0
+  loops forever on ``d1:a1:b-6:`` (a negative string length walks its cursor
+  backwards) and accepts ``i+5e``, ``i 5e``, ``i1_0e``, ``1_0:`` lengths and
+  unsorted or duplicate keys.
+* :func:`decode_trusted` is for files we wrote ourselves; it uses bencode.py (the
+  library the project standardised on) and still raises only :class:`DecodeError`.
+
+:func:`encode` uses fastbencode as well: ``tools/bench_codec.py`` shows bencode.py's
+encoder costs about 3x as much per message on the serving hot path. Both produce
+canonical output (sorted keys), which the tests check.
+
+Whatever the input, the only exception that escapes a decoder is
+:class:`~mainline_dht.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bencodepy
+import fastbencode
+
+from .errors import DecodeError
+
+__all__ = ["encode", "encode_trusted_file", "decode_untrusted", "decode_trusted", "MAX_DATAGRAM"]
+
+#: The largest datagram we try to decode (bytes). A UDP payload cannot exceed
+#: 65,507 bytes over IPv4; KRPC messages are a few hundred bytes.
+MAX_DATAGRAM = 65_536
+
+_bencodepy = bencodepy.Bencode(encoding=None, encoding_fallback=None, dict_ordered=True, dict_ordered_sort=True)
+
+
+def encode(value: Any) -> bytes:
+    """Encode ``value`` (dict/list/int/bytes, possibly nested) as canonical bencode.
+
+    Raises:
+        TypeError: ``value`` holds something bencode cannot represent (a caller bug).
+    """
+    try:
+        return fastbencode.bencode(value)  # type: ignore[no-any-return]
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"cannot bencode {type(value).__name__}: {exc}") from None
+
+
+def encode_trusted_file(value: Any) -> bytes:
+    """Encode ``value`` with bencode.py, for files we keep on disk."""
+    return _bencodepy.encode(value)  # type: ignore[no-any-return]
+
+
+def decode_untrusted(data: bytes) -> Any:
+    """Decode bytes from the network, strictly.
+
+    Rejects trailing bytes, unsorted or duplicate dict keys, non-bytes keys,
+    leading zeros, ``-0``, signs and separators inside integers, and nesting too
+    deep to decode.
+
+    Raises:
+        DecodeError: on any malformed or oversized input (and nothing else).
+    """
+    if len(data) > MAX_DATAGRAM:
+        raise DecodeError(f"datagram of {len(data)} bytes is larger than {MAX_DATAGRAM}")
+    return _decode_strict(data)
+
+
+def _decode_strict(data: bytes) -> Any:
+    try:
+        return fastbencode.bdecode(data)
+    except RecursionError:
+        raise DecodeError("bencode nesting too deep") from None
+    except Exception as exc:  # the decoder's own errors: ValueError, TypeError, ...
+        raise DecodeError(f"invalid bencode: {exc}") from None
+
+
+def decode_trusted(data: bytes) -> Any:
+    """Decode bytes we wrote ourselves (a state file), with bencode.py.
+
+    The file may still be damaged or foreign, so this validates what it can:
+    the input must be non-empty, well-formed and fully consumed.
+
+    Raises:
+        DecodeError: on any malformed input.
+    """
+    # bencode.py may walk backwards on a negative length: let the strict decoder
+    # vet the bytes first, so a damaged file can never hang us either.
+    _decode_strict(data)
+    try:
+        return _bencodepy.decode(data)
+    except RecursionError:
+        raise DecodeError("bencode nesting too deep") from None
+    except Exception as exc:
+        raise DecodeError(f"invalid bencode: {exc}") from None
+

@@ -1,0 +1,74 @@
+"""The exception tree of mainline-dht.
+
+Every exception the library raises on purpose derives from :class:`DHTError`.
+This module imports nothing from the rest of the package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DHTError(Exception):
+    """Base class of every error mainline-dht raises on purpose."""
+
+
+class DecodeError(DHTError, ValueError):
+    """Bytes from the network (or a file) are not a valid bencoded/KRPC message.
+
+    Attributes:
+        tid: the transaction ID, when it could be read before the fault was
+            found, else ``None``.
+        is_query: ``True`` when the message claimed to be a query (``y`` = ``q``);
+            only a malformed *query* earns a 203 error reply.
+    """
+
+    def __init__(self, message: str, *, tid: bytes | None = None, is_query: bool = False) -> None:
+        super().__init__(message)
+        self.tid = tid
+        self.is_query = is_query
+
+
+class LocalProtocolError(DHTError):
+    """The caller asked for something the protocol forbids (bad info_hash length, port 0...)."""
+
+
+class KRPCError(DHTError):
+    """The remote node answered with a KRPC error (``y`` = ``e``).
+
+    Attributes:
+        code: the error code (201 generic, 202 server, 203 protocol, 204 method unknown).
+        message: the text the remote sent.
+        addr: the remote address.
+    """
+
+    def __init__(self, code: int, message: str, addr: Any = None) -> None:
+        super().__init__(f"KRPC error {code} from {addr}: {message}")
+        self.code = code
+        self.message = message
+        self.addr = addr
+
+
+class QueryTimeout(DHTError):
+    """No reply arrived before the query's deadline.
+
+    Attributes:
+        addr: the address queried.
+        method: the query's method name (bytes, e.g. ``b"ping"``).
+    """
+
+    def __init__(self, addr: Any, method: bytes = b"") -> None:
+        super().__init__(f"no reply from {addr} to {method.decode('ascii', 'replace') or 'query'}")
+        self.addr = addr
+        self.method = method
+
+
+class BootstrapError(DHTError):
+    """No bootstrap router or saved contact answered.
+
+    The message names what was tried and suggests ``--bootstrap``.
+    """
+
+
+class StateFileError(DHTError):
+    """A persisted state file is unreadable, corrupt or written by something else."""
