@@ -1,0 +1,496 @@
+"""The sans-I/O DHT node: KRPC in, KRPC out, no sockets and no clock.
+
+Owns: answering queries (``ping``, ``find_node``, ``get_peers``, ``announce_peer``,
+``sample_infohashes``), matching replies to our own queries by (``t``, address),
+query timeouts, learning contacts into the routing table per BEP 5 (verification
+pings for unverified nodes, pings to questionable nodes before eviction), token
+rotation and peer expiry.
+
+It is driven by three inputs and three outputs (as aioquic is)::
+
+    proto.receive_datagram(data, addr, now)     # untrusted bytes from the network
+    key = proto.send_query(query, addr, now)    # a query of our own
+    proto.handle_timer(now)                     # when now >= proto.get_timer()
+
+    proto.datagrams_to_send()  -> [(bytes, addr)]
+    proto.next_event()         -> Event | None
+    proto.get_timer()          -> float | None
+
+Nothing raised by bad network input escapes ``receive_datagram``: it answers
+with a KRPC error or drops the datagram, and counts it in :attr:`stats`.
+Only caller mistakes raise (:class:`~mainline_dht.errors.LocalProtocolError`).
+
+Must not import trio, socket, time or os; time arrives as ``now`` (seconds, on
+the driver's clock) and randomness from the ``rng`` given to the constructor.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Final
+
+from . import bencode
+from .contact import Address, Contact
+from .errors import DecodeError, LocalProtocolError
+from .events import (
+    ErrorReceived,
+    Event,
+    PeerAnnounced,
+    QueryTimedOut,
+    ResponseReceived,
+    TransactionKey,
+)
+from .krpc import (
+    AnnouncePeer,
+    ErrorCode,
+    ErrorMessage,
+    FindNode,
+    GetPeers,
+    Ping,
+    Query,
+    QueryMessage,
+    ResponseMessage,
+    SampleInfohashes,
+    UnknownQuery,
+    decode_message_untrusted,
+    encode_message,
+    pack_peer,
+)
+from .peer_store import DEFAULT_MAX_VALUES_PER_REPLY, PeerStore
+from .routing_table import Outcome, RoutingTable
+from .tokens import TokenManager
+
+__all__ = ["NodeConfig", "NodeProtocol", "ProtocolStats", "CLIENT_VERSION"]
+
+log = logging.getLogger(__name__)
+
+#: Our ``v`` field: two-letter client code and two bytes of version (BEP 5 / BEP 20 style).
+CLIENT_VERSION: Final = b"MD\x00\x01"
+
+#: Seconds before an unanswered query counts as failed. libtorrent waits up to 15 s
+#: before giving up on a node; live-DHT round trips are well under 2 s at the 95th
+#: percentile, so 5 s keeps failures prompt without losing slow-but-alive nodes.
+DEFAULT_QUERY_TIMEOUT: Final = 5.0
+#: Cap on our own queries in flight at once; beyond it ``send_query`` refuses.
+DEFAULT_MAX_OUTSTANDING: Final = 4096
+#: BEP 51: the ``interval`` (seconds) we ask crawlers to wait; libtorrent's default.
+DEFAULT_SAMPLE_INTERVAL: Final = 21600
+#: BEP 51: infohashes per ``sample_infohashes`` reply; 20 x 20 bytes keeps it one packet.
+DEFAULT_MAX_SAMPLES: Final = 20
+#: Verification/eviction pings we may send per second (a token bucket), so a flood of
+#: strangers querying us cannot make us flood the network with pings.
+DEFAULT_PING_RATE: Final = 20.0
+#: How many verification pings may be pending at once.
+DEFAULT_MAX_PENDING_PINGS: Final = 256
+#: Seconds between sweeps of expired peers.
+PEER_EXPIRY_SWEEP: Final = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Tunable limits of a node. Every field has a default fit for the live DHT."""
+
+    k: int = 8
+    """Bucket size and the number of nodes returned by ``find_node`` (BEP 5: 8)."""
+    query_timeout: float = DEFAULT_QUERY_TIMEOUT
+    """Seconds before one of our queries counts as failed."""
+    max_outstanding: int = DEFAULT_MAX_OUTSTANDING
+    """Our own queries in flight at once."""
+    max_per_ip: int | None = 1
+    """Routing-table entries per IP address (``None``: unlimited, for one-address test networks)."""
+    read_only: bool = False
+    """BEP 43: send ``ro`` = 1 and answer no queries."""
+    version: bytes | None = CLIENT_VERSION
+    """The ``v`` field we send; ``None`` sends none."""
+    token_rotation: float = 300.0
+    """BEP 5: seconds between token-secret rotations (tokens live 1-2 rotations)."""
+    peer_ttl: float = 30 * 60.0
+    """Seconds a stored peer lives unless re-announced."""
+    max_infohashes: int | None = None
+    """Cap on stored infohashes (``None``: the peer store's default)."""
+    max_peers_per_infohash: int | None = None
+    """Cap on peers stored per infohash (``None``: the peer store's default)."""
+    max_values_per_reply: int = DEFAULT_MAX_VALUES_PER_REPLY
+    """Peers per ``get_peers`` reply, so the reply fits one packet."""
+    sample_interval: int = DEFAULT_SAMPLE_INTERVAL
+    """BEP 51 ``interval`` we hand out (seconds)."""
+    max_samples: int = DEFAULT_MAX_SAMPLES
+    """BEP 51 infohashes per reply."""
+    ping_rate: float = DEFAULT_PING_RATE
+    """Verification and eviction pings per second."""
+    max_pending_pings: int = DEFAULT_MAX_PENDING_PINGS
+    """Verification pings in flight at once."""
+
+
+@dataclass(slots=True)
+class ProtocolStats:
+    """Counters of what the core has seen and done since it started."""
+
+    datagrams_received: int = 0
+    queries_received: int = 0
+    responses_received: int = 0
+    errors_received: int = 0
+    malformed: int = 0
+    unexpected_responses: int = 0
+    replies_sent: int = 0
+    errors_sent: int = 0
+    queries_sent: int = 0
+    timeouts: int = 0
+    bad_tokens: int = 0
+    announces_accepted: int = 0
+    verification_pings: int = 0
+    pings_rate_limited: int = 0
+    queries_by_method: dict[bytes, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Pending:
+    query: Query
+    sent_at: float
+    deadline: float
+    node_id: bytes | None
+    learn: bool
+    internal: bool
+
+
+class NodeProtocol:
+    """One DHT node's protocol state, without I/O.
+
+    Args:
+        node_id: our 20-byte node ID.
+        config: limits and timeouts.
+        rng: the source of every random choice (transaction IDs, token secrets, samples).
+        now: the driver's current time (seconds).
+    """
+
+    def __init__(
+        self,
+        node_id: bytes,
+        *,
+        config: NodeConfig | None = None,
+        rng: random.Random,
+        now: float = 0.0,
+    ) -> None:
+        if type(node_id) is not bytes or len(node_id) != 20:
+            raise LocalProtocolError("node_id must be 20 bytes")
+        self.node_id = node_id
+        self.config = config = config or NodeConfig()
+        self.rng = rng
+        self.table = RoutingTable(node_id, k=config.k, max_per_ip=config.max_per_ip, now=now)
+        self.tokens = TokenManager(rng=rng, rotate_every=config.token_rotation, now=now)
+        store_kwargs: dict[str, int] = {}
+        if config.max_infohashes is not None:
+            store_kwargs["max_infohashes"] = config.max_infohashes
+        if config.max_peers_per_infohash is not None:
+            store_kwargs["max_peers_per_infohash"] = config.max_peers_per_infohash
+        self.peer_store = PeerStore(ttl=config.peer_ttl, **store_kwargs)  # type: ignore[arg-type]
+        self.stats = ProtocolStats()
+        #: Our address as others report it (BEP 42 ``ip``), most recent votes.
+        self.reported_addresses: deque[Address] = deque(maxlen=32)
+        self._pending: dict[TransactionKey, _Pending] = {}
+        self._deadlines: list[tuple[float, int, TransactionKey]] = []
+        self._seq = 0
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: deque[Event] = deque()
+        self._ping_tokens = config.ping_rate
+        self._ping_refill_at = now
+        self._pinging: set[Address] = set()
+        self._next_peer_sweep = now + PEER_EXPIRY_SWEEP
+        self._version = config.version
+
+    # --- outputs -------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        """Return (and forget) the datagrams waiting to be sent, oldest first."""
+        out = self._out
+        self._out = []
+        return out
+
+    def next_event(self) -> Event | None:
+        """Return the next event, or ``None`` when there is none."""
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """Return when :meth:`handle_timer` must next be called (driver's clock, seconds)."""
+        t = min(self.tokens.next_rotation, self._next_peer_sweep)
+        if self._deadlines:
+            t = min(t, self._deadlines[0][0])
+        return t
+
+    @property
+    def outstanding(self) -> int:
+        """Our queries in flight."""
+        return len(self._pending)
+
+    # --- inputs --------------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        """Expire overdue queries, rotate token secrets and sweep expired peers."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, key = heapq.heappop(deadlines)
+            pending = self._pending.get(key)
+            if pending is None or pending.deadline > now:
+                continue
+            del self._pending[key]
+            self.stats.timeouts += 1
+            if pending.node_id is not None and pending.learn:
+                self.table.failed(Contact(pending.node_id, key[1]), now)
+            if pending.internal:
+                self._pinging.discard(key[1])
+            else:
+                self._events.append(QueryTimedOut(key, pending.query))
+        self.tokens.rotate_if_due(now)
+        if now >= self._next_peer_sweep:
+            self.peer_store.expire(now)
+            self._next_peer_sweep = now + PEER_EXPIRY_SWEEP
+
+    def send_query(
+        self,
+        query: Query,
+        addr: Address,
+        now: float,
+        *,
+        node_id: bytes | None = None,
+        timeout: float | None = None,
+        learn: bool = True,
+    ) -> TransactionKey:
+        """Queue a query of ours to ``addr`` and start its timer.
+
+        Args:
+            query: what to ask.
+            addr: where to send it.
+            now: current time (seconds).
+            node_id: the ID we expect at ``addr``, if known: a timeout then counts
+                against that routing-table entry.
+            timeout: seconds before it fails (default ``config.query_timeout``).
+            learn: put the responder in the routing table (``False`` for bootstrap
+                routers, which BEP 5 keeps out of tables).
+
+        Returns:
+            The transaction key; the outcome arrives as a :class:`ResponseReceived`,
+            :class:`ErrorReceived` or :class:`QueryTimedOut` event with this key.
+
+        Raises:
+            LocalProtocolError: too many queries are in flight, or ``addr`` is not
+                an IP address and port.
+        """
+        return self._send_query(query, addr, now, node_id, timeout, learn, internal=False)
+
+    def _send_query(
+        self,
+        query: Query,
+        addr: Address,
+        now: float,
+        node_id: bytes | None,
+        timeout: float | None,
+        learn: bool,
+        internal: bool,
+    ) -> TransactionKey:
+        if len(self._pending) >= self.config.max_outstanding:
+            raise LocalProtocolError(f"{len(self._pending)} queries already in flight")
+        if not 0 < addr[1] < 65536:
+            raise LocalProtocolError(f"cannot send to port {addr[1]}")
+        rng = self.rng
+        while True:
+            key = (rng.randbytes(2), addr)
+            if key not in self._pending:
+                break
+        msg = QueryMessage(key[0], self.node_id, query, read_only=self.config.read_only, version=self._version)
+        data = encode_message(msg)
+        deadline = now + (self.config.query_timeout if timeout is None else timeout)
+        self._pending[key] = _Pending(query, now, deadline, node_id, learn, internal)
+        self._seq += 1
+        heapq.heappush(self._deadlines, (deadline, self._seq, key))
+        self._out.append((data, addr))
+        self.stats.queries_sent += 1
+        return key
+
+    def cancel(self, key: TransactionKey) -> None:
+        """Forget a query of ours; a late reply is then ignored. Unknown keys are ignored."""
+        self._pending.pop(key, None)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        """Handle one datagram from ``addr``. Never raises for bad input."""
+        self.stats.datagrams_received += 1
+        try:
+            msg = decode_message_untrusted(data)
+        except DecodeError as exc:
+            self.stats.malformed += 1
+            if exc.is_query and exc.tid is not None and not self.config.read_only:
+                self._send_error(exc.tid, ErrorCode.PROTOCOL, str(exc), addr)
+            return
+        if type(msg) is QueryMessage:
+            self._handle_query(msg, addr, now)
+        elif type(msg) is ResponseMessage:
+            self._handle_response(msg, addr, now)
+        else:
+            self._handle_error(msg, addr)  # type: ignore[arg-type]
+
+    # --- replies to our queries -----------------------------------------------------
+
+    def _handle_response(self, msg: ResponseMessage, addr: Address, now: float) -> None:
+        key = (msg.tid, addr)
+        pending = self._pending.pop(key, None)
+        if pending is None:
+            self.stats.unexpected_responses += 1
+            return
+        self.stats.responses_received += 1
+        if msg.ip is not None:
+            self.reported_addresses.append(msg.ip)
+        if pending.learn and msg.sender_id != self.node_id:
+            self._learn(Contact(msg.sender_id, addr), now, responded=True)
+        if pending.internal:
+            self._pinging.discard(addr)
+        else:
+            self._events.append(ResponseReceived(key, pending.query, msg, now - pending.sent_at))
+
+    def _handle_error(self, msg: ErrorMessage, addr: Address) -> None:
+        key = (msg.tid, addr)
+        pending = self._pending.pop(key, None)
+        if pending is None:
+            self.stats.unexpected_responses += 1
+            return
+        self.stats.errors_received += 1
+        if pending.internal:
+            self._pinging.discard(addr)
+        else:
+            self._events.append(ErrorReceived(key, pending.query, msg))
+
+    # --- routing-table upkeep -------------------------------------------------------
+
+    def _learn(self, contact: Contact, now: float, *, responded: bool, read_only: bool = False) -> None:
+        result = self.table.heard_from(contact, now, responded=responded, read_only=read_only)
+        if result.outcome is Outcome.VERIFY:
+            self._ping(contact, now)
+        for questionable in result.ping:
+            self._ping(questionable, now)
+
+    def _ping(self, contact: Contact, now: float) -> None:
+        """Send a rate-limited internal ping (verification or eviction check)."""
+        addr = contact.addr
+        if addr in self._pinging:
+            return
+        cfg = self.config
+        elapsed = now - self._ping_refill_at
+        if elapsed > 0:
+            self._ping_tokens = min(cfg.ping_rate, self._ping_tokens + elapsed * cfg.ping_rate)
+            self._ping_refill_at = now
+        if (
+            self._ping_tokens < 1
+            or len(self._pinging) >= cfg.max_pending_pings
+            or len(self._pending) >= cfg.max_outstanding
+            or not 0 < addr[1] < 65536
+        ):
+            self.stats.pings_rate_limited += 1
+            return
+        self._ping_tokens -= 1
+        self._pinging.add(addr)
+        self.stats.verification_pings += 1
+        self._send_query(_PING, addr, now, contact.id, None, True, internal=True)
+
+    def ping_contact(self, contact: Contact, now: float) -> None:
+        """Ping a routing-table contact to check it is alive (rate-limited; no event)."""
+        self._ping(contact, now)
+
+    # --- answering queries ----------------------------------------------------------
+
+    def _handle_query(self, msg: QueryMessage, addr: Address, now: float) -> None:
+        stats = self.stats
+        stats.queries_received += 1
+        query = msg.query
+        method = query.method
+        stats.queries_by_method[method] = stats.queries_by_method.get(method, 0) + 1
+        if self.config.read_only:
+            return  # BEP 43: read-only nodes answer nothing
+        if msg.sender_id != self.node_id:
+            self._learn(Contact(msg.sender_id, addr), now, responded=False, read_only=msg.read_only)
+        qtype = type(query)
+        k = self.config.k
+        if qtype is Ping:
+            self._reply(msg.tid, addr, {})
+        elif qtype is FindNode:
+            self._reply(msg.tid, addr, self._nodes(query.target, k))  # type: ignore[union-attr]
+        elif qtype is GetPeers:
+            self._answer_get_peers(msg, query, addr, now)  # type: ignore[arg-type]
+        elif qtype is AnnouncePeer:
+            self._answer_announce(msg, query, addr, now)  # type: ignore[arg-type]
+        elif qtype is SampleInfohashes:
+            r = self._nodes(query.target, k)  # type: ignore[union-attr]
+            r[b"samples"] = b"".join(self.peer_store.sample_infohashes(self.rng, self.config.max_samples))
+            r[b"num"] = self.peer_store.num_infohashes
+            r[b"interval"] = self.config.sample_interval
+            self._reply(msg.tid, addr, r)
+        else:
+            assert isinstance(query, UnknownQuery)
+            if query.target is not None:
+                self._reply(msg.tid, addr, self._nodes(query.target, k))
+            else:
+                self._send_error(msg.tid, ErrorCode.METHOD_UNKNOWN, "method unknown", addr)
+
+    def _nodes(self, target: bytes, count: int) -> dict[bytes, object]:
+        closest = self.table.closest(target, count)
+        packed = b"".join(_compact_node(c) for c in closest if ":" not in c.addr[0])
+        return {b"nodes": packed}
+
+    def _answer_get_peers(self, msg: QueryMessage, query: GetPeers, addr: Address, now: float) -> None:
+        r = self._nodes(query.info_hash, self.config.k)
+        r[b"token"] = self.tokens.issue(addr[0], now)
+        peers = self.peer_store.get(query.info_hash, now, self.rng, self.config.max_values_per_reply)
+        if peers:
+            r[b"values"] = [_compact_peer(p) for p in peers]
+        self._reply(msg.tid, addr, r)
+
+    def _answer_announce(self, msg: QueryMessage, query: AnnouncePeer, addr: Address, now: float) -> None:
+        if not self.tokens.is_valid(query.token, addr[0], now):
+            self.stats.bad_tokens += 1
+            self._send_error(msg.tid, ErrorCode.PROTOCOL, "bad token", addr)
+            return
+        port = addr[1] if query.implied_port else query.port
+        if not 0 < port < 65536:
+            self._send_error(msg.tid, ErrorCode.PROTOCOL, "invalid port", addr)
+            return
+        peer = (addr[0], port)
+        self.peer_store.add(query.info_hash, peer, now, seed=query.seed)
+        self.stats.announces_accepted += 1
+        self._events.append(PeerAnnounced(query.info_hash, peer, query.seed))
+        self._reply(msg.tid, addr, {})
+
+    def _reply(self, tid: bytes, addr: Address, r: dict[bytes, object]) -> None:
+        r[b"id"] = self.node_id
+        d: dict[bytes, object] = {b"t": tid, b"y": b"r", b"r": r, b"ip": _compact_peer(addr)}
+        if self._version is not None:
+            d[b"v"] = self._version
+        self._out.append((bencode.encode(d), addr))
+        self.stats.replies_sent += 1
+
+    def _send_error(self, tid: bytes, code: ErrorCode, text: str, addr: Address) -> None:
+        data = encode_message(ErrorMessage(tid, int(code), text[:200], addr, self._version))
+        self._out.append((data, addr))
+        self.stats.errors_sent += 1
+
+
+_PING: Final = Ping()
+
+# Compact forms of addresses we answer often (our table's contacts, recent queriers).
+# A bounded memo: packing an address costs more than the rest of a ping reply.
+_COMPACT_CACHE_MAX: Final = 65536
+_compact_cache: dict[Address, bytes] = {}
+
+
+def _compact_peer(addr: Address) -> bytes:
+    packed = _compact_cache.get(addr)
+    if packed is None:
+        packed = pack_peer(addr)
+        if len(_compact_cache) >= _COMPACT_CACHE_MAX:
+            _compact_cache.clear()
+        _compact_cache[addr] = packed
+    return packed
+
+
+def _compact_node(contact: Contact) -> bytes:
+    return contact.id + _compact_peer(contact.addr)
