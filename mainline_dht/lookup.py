@@ -1,0 +1,610 @@
+"""The iterative lookup: a pure state machine shared by find_node and get_peers lookups.
+
+This module owns the decisions of one Kademlia-style iterative lookup (BEP 5): which
+contacts to ask next, how many queries may be outstanding, when a slow node stops
+holding a slot, which returned nodes are worth keeping, and when the lookup is over.
+It never sends anything: a driver (the trio layer) asks :meth:`Lookup.next_queries`
+whom to query, sends the queries, and reports each outcome back with
+:meth:`Lookup.on_response` or :meth:`Lookup.on_failure`. Time comes in as ``now``
+arguments (seconds, on the driver's clock); :meth:`Lookup.next_deadline` says when the
+driver should call :meth:`Lookup.handle_timer` (or simply :meth:`Lookup.next_queries`).
+
+A driver loop looks like this::
+
+    lookup = Lookup(info_hash, table.closest(info_hash, 8), now=now)
+    while not lookup.done:
+        for contact in lookup.next_queries(now):
+            start_query(contact)                 # answers arrive later
+        wait until an answer lands or lookup.next_deadline() passes
+        lookup.on_response(contact, now, nodes=..., values=..., token=...)  # -> new peers
+        lookup.on_failure(contact, now)          # hard timeout or KRPC error
+
+Rule 1 (as in h11's ``_state.py``): every rule of the lookup lives in this file.
+It must not import trio, socket, time, asyncio, or anything that does I/O, and it
+needs no randomness: for distinct IDs, XOR distances to one target never tie.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final, final
+
+from .contact import ID_LENGTH, Address, Contact
+from .errors import LocalProtocolError
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "DEFAULT_CANDIDATES_PER_K",
+    "DEFAULT_K",
+    "DEFAULT_SOFT_TIMEOUT",
+    "UNKNOWN_ID",
+    "Lookup",
+    "LookupStats",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How many closest nodes a lookup converges on (BEP 5: K = 8, the bucket size).
+DEFAULT_K: Final = 8
+
+#: Queries allowed to be active at once (in flight and younger than the soft timeout).
+#: libtorrent 2.1.1 defaults ``dht_search_branching`` to 5; the Kademlia paper and
+#: anacrolix/dht use 3. We start from libtorrent's figure, since time to first peer
+#: matters most to us; simulations will tune it.
+DEFAULT_ALPHA: Final = 5
+
+#: Seconds after which an unanswered query stops holding one of the ``alpha`` slots
+#: while its answer is still awaited and used (libtorrent's ``rpc_manager`` "short
+#: timeout" is 1 s; its hard timeout, applied by the driver here, is 15 s).
+DEFAULT_SOFT_TIMEOUT: Final = 1.0
+
+#: The number of *unqueried* candidates kept is ``k`` times this (64 for k = 8): far
+#: more than a lookup that converges ever asks, yet small enough that hostile replies
+#: carrying thousands of nodes cannot grow memory. The farthest are dropped first.
+DEFAULT_CANDIDATES_PER_K: Final = 8
+
+#: The node ID under which a bootstrap router (whose ID we do not know) is handed to the
+#: driver by :meth:`Lookup.next_queries`. Pass the same :class:`Contact` back.
+UNKNOWN_ID: Final = b""
+
+_MAX_PORT: Final = 65535
+
+
+@dataclass(slots=True)
+class LookupStats:
+    """Counters of one lookup; times are seconds on the driver's clock.
+
+    Attributes:
+        queries: queries handed out by :meth:`Lookup.next_queries`.
+        replies: responses accepted (late ones included).
+        timeouts: queries that failed by hard timeout.
+        errors: queries that failed with a KRPC error (or another failure the driver
+            reported with ``error=True``).
+        soft_timeouts: queries that outlived the soft timeout (whether or not they
+            were answered later).
+        started_at: when the lookup was created.
+        first_peer_at: when the first peer (``values``) arrived, or ``None``.
+        finished_at: when the lookup became :attr:`Lookup.done`, or ``None``.
+        peers: distinct peers found so far.
+    """
+
+    queries: int = 0
+    replies: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    soft_timeouts: int = 0
+    started_at: float = 0.0
+    first_peer_at: float | None = None
+    finished_at: float | None = None
+    peers: int = 0
+
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds from start to finish, or ``None`` while the lookup runs."""
+        if self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+    @property
+    def time_to_first_peer(self) -> float | None:
+        """Seconds from start to the first peer, or ``None`` if none was found yet."""
+        if self.first_peer_at is None:
+            return None
+        return self.first_peer_at - self.started_at
+
+
+class _State(enum.Enum):
+    UNQUERIED = enum.auto()
+    IN_FLIGHT = enum.auto()  # asked, no answer yet (active or past the soft timeout)
+    RESPONDED = enum.auto()
+    FAILED = enum.auto()
+
+
+class _Candidate:
+    """One contact's progress in this lookup; hashed by identity."""
+
+    __slots__ = ("contact", "dist", "state", "token")
+
+    def __init__(self, contact: Contact, dist: int) -> None:
+        self.contact = contact
+        self.dist = dist
+        self.state = _State.UNQUERIED
+        self.token: bytes | None = None
+
+
+def _valid_addr(addr: object) -> bool:
+    """Return whether ``addr`` looks like ``(host text, port 1..65535)``."""
+    if not isinstance(addr, tuple) or len(addr) != 2:
+        return False
+    host, port = addr
+    return isinstance(host, str) and bool(host) and type(port) is int and 0 < port <= _MAX_PORT
+
+
+def _valid_id(node_id: object) -> bool:
+    return isinstance(node_id, bytes) and len(node_id) == ID_LENGTH
+
+
+@final
+class Lookup:
+    """One iterative lookup towards ``target`` (BEP 5), without I/O.
+
+    Candidates are kept sorted by XOR distance to the target. The lookup asks the
+    closest candidates it has not asked yet, at most ``alpha`` at a time, merges the
+    nodes each answer returns, and ends when the ``k`` closest candidates that have
+    not failed have all answered (see :attr:`done`).
+
+    Which candidates are asked: walking outwards from the target, skipping failed
+    candidates, the lookup asks unqueried candidates until it has passed ``k`` that
+    have answered or are *active* (in flight and younger than the soft timeout). So a
+    candidate past the soft timeout no longer counts: the lookup hedges by asking the
+    next one, as libtorrent's traversal does, yet a late answer is still used.
+
+    Hostile input is bounded: contacts with our own ID, with a bad ID or port, or with
+    an ID or address already in the lookup are ignored (the first ID seen for an
+    address wins, so one host cannot pose as many IDs); no address is asked twice; and
+    only the ``max_candidates`` closest unqueried candidates are kept.
+
+    Bootstrap routers, whose node IDs are unknown, may be passed as ``routers``: they
+    are asked first, their ``nodes`` are merged, but they never count as candidates
+    and never appear in :meth:`closest_responders` (PROTOCOL: routers do not belong in
+    routing tables).
+    """
+
+    def __init__(
+        self,
+        target: bytes,
+        seeds: Iterable[Contact],
+        *,
+        now: float,
+        own_id: bytes | None = None,
+        k: int = DEFAULT_K,
+        alpha: int = DEFAULT_ALPHA,
+        soft_timeout: float = DEFAULT_SOFT_TIMEOUT,
+        max_queries: int | None = None,
+        max_candidates: int | None = None,
+        routers: Iterable[Address] = (),
+    ) -> None:
+        """Start a lookup; nothing is sent until :meth:`next_queries`.
+
+        Args:
+            target: the 20-byte node ID or infohash looked up.
+            seeds: contacts to start from, usually the routing table's closest
+                (invalid ones are ignored, as for returned nodes).
+            now: the current time (seconds).
+            own_id: our node ID; contacts carrying it are ignored.
+            k: how many closest nodes to converge on (BEP 5: 8).
+            alpha: maximum active queries at once.
+            soft_timeout: seconds after which a query stops holding a slot.
+            max_queries: stop asking after this many queries (``None``: no limit).
+                Drivers facing the open network should set one: a lookup's query
+                count is otherwise bounded only by the network's shape.
+            max_candidates: unqueried candidates kept (default ``k * 8``).
+            routers: bootstrap router addresses to ask first (IDs unknown).
+
+        Raises:
+            LocalProtocolError: if ``target`` or ``own_id`` is not 20 bytes, or a
+                numeric parameter is out of range.
+        """
+        if not _valid_id(target):
+            raise LocalProtocolError(f"lookup target must be {ID_LENGTH} bytes")
+        if own_id is not None and not _valid_id(own_id):
+            raise LocalProtocolError(f"own_id must be {ID_LENGTH} bytes")
+        if k < 1 or alpha < 1:
+            raise LocalProtocolError("k and alpha must be at least 1")
+        if not soft_timeout > 0:
+            raise LocalProtocolError("soft_timeout must be positive (seconds)")
+        if max_queries is not None and max_queries < 0:
+            raise LocalProtocolError("max_queries must not be negative")
+        if max_candidates is None:
+            max_candidates = k * DEFAULT_CANDIDATES_PER_K
+        if max_candidates < k:
+            raise LocalProtocolError("max_candidates must be at least k")
+
+        self._target = target
+        self._target_int = int.from_bytes(target, "big")
+        self._own_id = own_id
+        self._k = k
+        self._alpha = alpha
+        self._soft_timeout = soft_timeout
+        self._max_queries = max_queries
+        self._max_candidates = max_candidates
+
+        # Every candidate, keyed and sorted by distance (distance <-> ID is a bijection
+        # for a fixed target, so the distance doubles as the ID key).
+        self._by_dist: dict[int, _Candidate] = {}
+        self._dists: list[int] = []
+        # The unqueried subset, sorted, so the farthest can be dropped in O(1).
+        self._unqueried: list[int] = []
+        # Address -> the candidate that holds it.
+        self._addr_owner: dict[Address, _Candidate] = {}
+        # Addresses that may never become candidates again: routers and the addresses
+        # of candidates re-keyed after answering under another ID.
+        self._claimed_addrs: set[Address] = set()
+        # Routers by address; their state is tracked like a candidate's.
+        self._routers: dict[Address, _Candidate] = {}
+        # Active queries (in flight, younger than the soft timeout) -> soft deadline.
+        self._active: dict[_Candidate, float] = {}
+        self._in_flight = 0  # active or past the soft timeout
+
+        self._peer_set: set[Address] = set()
+        self._peers: list[Address] = []
+        self._done = False
+        self._stats = LookupStats(started_at=now)
+
+        for addr in routers:
+            if _valid_addr(addr) and addr not in self._routers:
+                self._routers[addr] = _Candidate(Contact(UNKNOWN_ID, addr), -1)
+                self._claimed_addrs.add(addr)
+        self._add_nodes(seeds)
+        self._check_done(now)
+
+    # -- properties ---------------------------------------------------------------
+
+    @property
+    def target(self) -> bytes:
+        """The 20-byte ID or infohash this lookup converges on."""
+        return self._target
+
+    @property
+    def done(self) -> bool:
+        """Whether the lookup is over.
+
+        It is over when any of these holds (checked after every event):
+
+        - the ``k`` closest candidates that have not failed have all answered (none
+          unqueried, none in flight, even past the soft timeout);
+        - no candidate or router is left to ask and nothing is in flight;
+        - ``max_queries`` queries were handed out and nothing is in flight.
+
+        A lookup started with no (valid) seeds and no routers is done at once.
+        """
+        return self._done
+
+    @property
+    def stats(self) -> LookupStats:
+        """The lookup's counters (a live object, updated in place)."""
+        return self._stats
+
+    @property
+    def peers(self) -> list[Address]:
+        """All distinct peers found so far, in the order they arrived."""
+        return list(self._peers)
+
+    @property
+    def in_flight(self) -> int:
+        """Queries handed out and not yet answered or failed (slow ones included)."""
+        return self._in_flight
+
+    @property
+    def active(self) -> int:
+        """Queries in flight and younger than the soft timeout (never above ``alpha``)."""
+        return len(self._active)
+
+    @property
+    def candidate_count(self) -> int:
+        """Candidates currently kept, in every state (routers not included)."""
+        return len(self._dists)
+
+    # -- driving the lookup ----------------------------------------------------
+
+    def next_queries(self, now: float) -> list[Contact]:
+        """Choose whom to ask now, and mark them in flight.
+
+        Applies due soft timeouts first (as :meth:`handle_timer` does), then fills the
+        free slots: unasked routers first, then the closest unqueried candidates (see
+        the class docstring for the window they are taken from).
+
+        Args:
+            now: the current time (seconds).
+
+        Returns:
+            Contacts to query now, closest first (routers as ``Contact(UNKNOWN_ID,
+            addr)``); empty when nothing is to be sent now. Report each one's outcome
+            with :meth:`on_response` or :meth:`on_failure`.
+        """
+        self.handle_timer(now)
+        out: list[Contact] = []
+        if self._done:
+            return out
+        budget = self._alpha - len(self._active)
+
+        for router in self._routers.values():
+            if budget <= 0 or self._query_limit_reached():
+                return out
+            if router.state is _State.UNQUERIED:
+                self._send(router, now)
+                out.append(router.contact)
+                budget -= 1
+
+        counted = 0  # candidates passed that answered or are active
+        i = 0
+        while i < len(self._dists) and budget > 0 and counted < self._k:
+            cand = self._by_dist[self._dists[i]]
+            i += 1
+            state = cand.state
+            if state is _State.RESPONDED or cand in self._active:
+                counted += 1
+            elif state is _State.UNQUERIED:
+                if self._query_limit_reached():
+                    break
+                self._send(cand, now)
+                out.append(cand.contact)
+                budget -= 1
+                counted += 1
+        return out
+
+    def on_response(
+        self,
+        contact: Contact,
+        now: float,
+        *,
+        nodes: Sequence[Contact] = (),
+        values: Sequence[Address] = (),
+        token: bytes | None = None,
+        responder_id: bytes | None = None,
+    ) -> list[Address]:
+        """Record an answer from a contact we queried, however late.
+
+        The answer's ``nodes`` become candidates (after the checks in the class
+        docstring); its ``values`` (BEP 5 get_peers peers) are returned at once.
+
+        If ``responder_id`` differs from ``contact.id``, the host at that address has
+        another ID than we were told. The reply still counts and its nodes and values
+        are used, but the candidate is re-keyed: the claimed ID is forgotten and the
+        host is kept under ``responder_id`` (as an answered candidate with ``token``),
+        unless that ID is ours, invalid, or already held by another candidate, in
+        which case the host is simply dropped. Its address is never asked again.
+
+        After :attr:`done`, values are still returned but nodes are no longer merged.
+        Answers from contacts that are not in flight (never asked, or already
+        answered or failed) are ignored.
+
+        Args:
+            contact: the contact as :meth:`next_queries` returned it.
+            now: the current time (seconds).
+            nodes: the nodes the answer carried (BEP 5 ``nodes``/``nodes6``).
+            values: the peers the answer carried (BEP 5 ``values``).
+            token: the announce token the answer carried (BEP 5 get_peers).
+            responder_id: the ``id`` in the answer, if the driver has it.
+
+        Returns:
+            Peers not seen before in this lookup, in arrival order.
+        """
+        self.handle_timer(now)
+        cand = self._find_in_flight(contact)
+        if cand is None:
+            logger.debug("ignoring answer from %r: not in flight", contact)
+            return []
+        self._leave_flight(cand)
+        self._stats.replies += 1
+        cand.state = _State.RESPONDED
+        cand.token = token
+        if (
+            cand.contact.id != UNKNOWN_ID
+            and responder_id is not None
+            and responder_id != cand.contact.id
+        ):
+            self._rekey(cand, responder_id)
+
+        new_peers = self._add_values(values, now)
+        if not self._done:
+            self._add_nodes(nodes)
+        self._check_done(now)
+        return new_peers
+
+    def on_failure(self, contact: Contact, now: float, *, error: bool = False) -> None:
+        """Record that a query failed: hard timeout, or a KRPC error reply.
+
+        The candidate is skipped from then on and no longer counts towards the ``k``
+        closest. Failures of contacts not in flight are ignored.
+
+        Args:
+            contact: the contact as :meth:`next_queries` returned it.
+            now: the current time (seconds).
+            error: ``True`` for an error reply (counted in ``stats.errors``),
+                ``False`` for a timeout (counted in ``stats.timeouts``).
+        """
+        self.handle_timer(now)
+        cand = self._find_in_flight(contact)
+        if cand is None:
+            logger.debug("ignoring failure of %r: not in flight", contact)
+            return
+        self._leave_flight(cand)
+        cand.state = _State.FAILED
+        if error:
+            self._stats.errors += 1
+        else:
+            self._stats.timeouts += 1
+        self._check_done(now)
+
+    def next_deadline(self) -> float | None:
+        """Return when the oldest active query passes the soft timeout (seconds).
+
+        That frees a slot, so the driver should then call :meth:`next_queries`.
+        ``None`` when no query is active or the lookup is done. Hard timeouts are
+        the driver's business.
+        """
+        if self._done or not self._active:
+            return None
+        return min(self._active.values())
+
+    def handle_timer(self, now: float) -> None:
+        """Apply due soft timeouts: free those queries' slots, keep awaiting them.
+
+        Args:
+            now: the current time (seconds).
+        """
+        due = [cand for cand, deadline in self._active.items() if deadline <= now]
+        for cand in due:
+            del self._active[cand]
+            self._stats.soft_timeouts += 1
+
+    def closest_responders(self, n: int = DEFAULT_K) -> list[tuple[Contact, bytes | None]]:
+        """Return the ``n`` closest contacts that answered, with their tokens.
+
+        These are the nodes to send ``announce_peer`` to after a get_peers lookup
+        (BEP 5), each with the token it handed us. Routers never appear here.
+
+        Args:
+            n: how many to return at most.
+
+        Returns:
+            ``(contact, token)`` pairs, closest to the target first.
+        """
+        out: list[tuple[Contact, bytes | None]] = []
+        for d in self._dists:
+            if len(out) >= n:
+                break
+            cand = self._by_dist[d]
+            if cand.state is _State.RESPONDED:
+                out.append((cand.contact, cand.token))
+        return out
+
+    # -- internals -------------------------------------------------------------
+
+    def _query_limit_reached(self) -> bool:
+        return self._max_queries is not None and self._stats.queries >= self._max_queries
+
+    def _send(self, cand: _Candidate, now: float) -> None:
+        if cand.dist >= 0:
+            del self._unqueried[bisect.bisect_left(self._unqueried, cand.dist)]
+        cand.state = _State.IN_FLIGHT
+        self._active[cand] = now + self._soft_timeout
+        self._in_flight += 1
+        self._stats.queries += 1
+
+    def _leave_flight(self, cand: _Candidate) -> None:
+        self._active.pop(cand, None)
+        self._in_flight -= 1
+
+    def _find_in_flight(self, contact: Contact) -> _Candidate | None:
+        if contact.id == UNKNOWN_ID:
+            cand = self._routers.get(contact.addr)
+        elif _valid_id(contact.id):
+            cand = self._by_dist.get(int.from_bytes(contact.id, "big") ^ self._target_int)
+        else:
+            return None
+        if cand is None or cand.state is not _State.IN_FLIGHT or cand.contact != contact:
+            return None
+        return cand
+
+    def _rekey(self, cand: _Candidate, responder_id: bytes) -> None:
+        """Move an answered candidate from its claimed ID to ``responder_id``."""
+        addr = cand.contact.addr
+        self._remove(cand)
+        self._claimed_addrs.add(addr)
+        if not _valid_id(responder_id) or responder_id == self._own_id:
+            return
+        dist = int.from_bytes(responder_id, "big") ^ self._target_int
+        if dist in self._by_dist:
+            return
+        moved = _Candidate(Contact(responder_id, addr), dist)
+        moved.state = _State.RESPONDED
+        moved.token = cand.token
+        self._by_dist[dist] = moved
+        bisect.insort(self._dists, dist)
+        self._addr_owner[addr] = moved
+
+    def _remove(self, cand: _Candidate) -> None:
+        del self._by_dist[cand.dist]
+        del self._dists[bisect.bisect_left(self._dists, cand.dist)]
+        if cand.state is _State.UNQUERIED:
+            del self._unqueried[bisect.bisect_left(self._unqueried, cand.dist)]
+        if self._addr_owner.get(cand.contact.addr) is cand:
+            del self._addr_owner[cand.contact.addr]
+
+    def _add_nodes(self, nodes: Iterable[Contact]) -> None:
+        for node in nodes:
+            try:
+                node_id, addr = node
+            except (TypeError, ValueError):
+                continue
+            if not _valid_id(node_id) or node_id == self._own_id or not _valid_addr(addr):
+                continue
+            if addr in self._addr_owner or addr in self._claimed_addrs:
+                continue
+            dist = int.from_bytes(node_id, "big") ^ self._target_int
+            if dist in self._by_dist:
+                continue
+            if len(self._unqueried) >= self._max_candidates:
+                if dist > self._unqueried[-1]:
+                    continue  # farther than everything we keep: not worth asking
+                self._remove(self._by_dist[self._unqueried[-1]])
+            cand = _Candidate(Contact(node_id, addr), dist)
+            self._by_dist[dist] = cand
+            bisect.insort(self._dists, dist)
+            bisect.insort(self._unqueried, dist)
+            self._addr_owner[addr] = cand
+
+    def _add_values(self, values: Iterable[Address], now: float) -> list[Address]:
+        new: list[Address] = []
+        for peer in values:
+            if not _valid_addr(peer) or peer in self._peer_set:
+                continue
+            self._peer_set.add(peer)
+            self._peers.append(peer)
+            new.append(peer)
+        if new:
+            if self._stats.first_peer_at is None:
+                self._stats.first_peer_at = now
+            self._stats.peers = len(self._peers)
+        return new
+
+    def _check_done(self, now: float) -> None:
+        if self._done:
+            return
+        if self._in_flight == 0 and (
+            self._query_limit_reached()
+            or (
+                not self._unqueried
+                and all(r.state is not _State.UNQUERIED for r in self._routers.values())
+            )
+        ):
+            self._finish(now)
+            return
+        answered = 0
+        for d in self._dists:
+            state = self._by_dist[d].state
+            if state is _State.FAILED:
+                continue
+            if state is not _State.RESPONDED:
+                return
+            answered += 1
+            if answered >= self._k:
+                self._finish(now)
+                return
+
+    def _finish(self, now: float) -> None:
+        self._done = True
+        self._stats.finished_at = now
+        logger.debug(
+            "lookup %s done: %d queries, %d replies, %d peers",
+            self._target.hex(),
+            self._stats.queries,
+            self._stats.replies,
+            self._stats.peers,
+        )
