@@ -71,7 +71,8 @@ async def test_two_transports_exchange_datagrams() -> None:
 
 async def test_transport_satisfies_the_protocol() -> None:
     async with await open_udp_transport("127.0.0.1", 0) as t:
-        assert isinstance(t, DatagramTransport)
+        as_protocol: DatagramTransport = t  # mypy checks the structural match
+        assert isinstance(as_protocol, DatagramTransport)
         assert repr(t).startswith("<UDPTransport 127.0.0.1:")
 
 
