@@ -113,20 +113,22 @@ def test_announce_from_one_node_is_found_by_another(swarm: LibtorrentSwarm) -> N
     assert any(a.info_hash == INFO_HASH and a.port == ANNOUNCED_PORT for a in seen)
 
     result = swarm.get_peers(SWARM_SIZE - 1, INFO_HASH, timeout=10.0)
-    assert result.completed
+    assert result.stats.completed
     assert (swarm.addresses[0][0], ANNOUNCED_PORT) in result.peers
     assert result.first_peer_elapsed is not None
     assert result.first_peer_elapsed <= result.elapsed
-    assert result.stats.get_peers_out >= 1
+    assert result.stats.get_peers_sent >= 1
+    assert result.stats.replies_with_peers >= 1
 
 
 @pytest.mark.interop
 @needs_libtorrent
 def test_get_peers_for_unknown_hash_finds_nothing_but_still_queries(swarm: LibtorrentSwarm) -> None:
     result = swarm.get_peers(2, hashlib.sha1(b"nobody has this").digest())
-    peers, _elapsed, first, stats, completed = result
-    assert completed and peers == [] and first is None
-    assert stats.get_peers_out >= 1
+    peers, _elapsed, first, stats = result
+    assert stats.completed and peers == [] and first is None
+    assert stats.get_peers_sent >= 1
+    assert stats.replies_with_peers == 0
 
 
 @pytest.mark.interop
