@@ -964,7 +964,8 @@ def start_swarm(
                 swarm.add_node(k, c)
         if warm_up and (n > 1 or bootstrap):
             # the first pings must be answered before a lookup has anyone to ask
-            _wait_some_contacts(swarm, min(1, n - 1 + len(bootstrap)), deadline=time.monotonic() + setup_timeout)
+            # (best effort: a bootstrap node that is not up yet must not stall us long)
+            _wait_some_contacts(swarm, 1, deadline=time.monotonic() + min(setup_timeout, 3.0))
             swarm.warm_up(warm_up_lookups, seed=seed)
         logger.debug("started %d libtorrent nodes in %.2f s", n, time.monotonic() - t0)
     except BaseException:
