@@ -19,6 +19,10 @@ canonical output (sorted keys), which the tests check.
 
 Whatever the input, the only exception that escapes a decoder is
 :class:`~mainline_dht.errors.DecodeError`.
+
+A datagram can still decode to a structure nested thousands deep (64 KiB of
+``l``): callers read only the keys they know, type-checking each, and never walk
+an unknown value recursively (``repr`` or ``==`` on one could overflow the stack).
 """
 
 from __future__ import annotations

@@ -475,7 +475,7 @@ def _decode_query(value: dict[bytes, Any], tid: bytes, version: bytes | None) ->
     want = args.get(b"want")
     want_set: frozenset[bytes] | None = None
     if type(want) is list:
-        want_set = frozenset(w for w in want if w in _WANT_VALUES)
+        want_set = frozenset(w for w in want if type(w) is bytes and w in _WANT_VALUES)
     ro = value.get(b"ro")
     return QueryMessage(tid, sender, query, type(ro) is int and ro == 1, want_set, version)
 
