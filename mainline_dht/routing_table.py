@@ -25,6 +25,7 @@ from __future__ import annotations
 import enum
 import logging
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -306,7 +307,9 @@ class RoutingTable:
         self._by_id: dict[bytes, TableEntry] = {}
         self._by_addr: dict[Address, TableEntry] = {}
         self._by_ip: dict[str, list[TableEntry]] = {}
-        self._verifying: dict[Address, float] = {}
+        # Unknown addresses we asked the caller to ping, oldest first. OrderedDict:
+        # evicting from the front of a plain dict is slow (tombstones).
+        self._verifying: OrderedDict[Address, float] = OrderedDict()
         self._now = now
         # Buckets to refill from their replacement caches once an operation ends.
         self._holes: list[Bucket] = []
@@ -685,9 +688,9 @@ class RoutingTable:
         if asked is not None and now - asked < VERIFY_RETRY_INTERVAL:
             return _PENDING
         if asked is not None:
-            del self._verifying[addr]
+            self._verifying.move_to_end(addr)
         elif len(self._verifying) >= _MAX_VERIFYING:
-            del self._verifying[next(iter(self._verifying))]
+            self._verifying.popitem(last=False)
         self._verifying[addr] = now
         return _VERIFY
 

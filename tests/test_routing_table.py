@@ -121,6 +121,16 @@ def test_unverified_contact_asks_for_verification_then_enters() -> None:
     assert entry is not None and entry.last_query == 40.0
 
 
+def test_verification_memory_is_bounded() -> None:
+    table = RoutingTable(OWN, max_per_ip=None)
+    cs = [contact(far_id(n), n) for n in range(5000)]
+    for c in cs:
+        assert table.heard_from(c, 0.0, responded=False).outcome is Outcome.VERIFY
+    assert table.heard_from(cs[-1], 1.0, responded=False).outcome is Outcome.PENDING
+    # The oldest requests were forgotten to stay bounded: asked again.
+    assert table.heard_from(cs[0], 1.0, responded=False).outcome is Outcome.VERIFY
+
+
 # --- node states (BEP 5) ------------------------------------------------------------------
 
 
