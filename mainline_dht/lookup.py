@@ -270,6 +270,16 @@ class Lookup:
         return self._target
 
     @property
+    def k(self) -> int:
+        """How many closest nodes the lookup converges on."""
+        return self._k
+
+    @property
+    def alpha(self) -> int:
+        """The most queries that may be active at once."""
+        return self._alpha
+
+    @property
     def done(self) -> bool:
         """Whether the lookup is over.
 
