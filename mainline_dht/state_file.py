@@ -1,0 +1,187 @@
+"""The routing-table state file: our node ID and contacts, kept across restarts.
+
+Owns: the on-disk format and writing it atomically. BEP 5 leaves persistence to
+implementations; saving contacts lets a node rejoin without the bootstrap routers.
+
+Format (bencoded dict, written with :func:`mainline_dht.bencode.encode_trusted_file`)::
+
+    {b"version": 1,
+     b"id":      <our 20-byte node ID>,
+     b"nodes":   [<26-byte IPv4 or 38-byte IPv6 compact node info>, ...],
+     b"saved":   <wall-clock time of the save, integer seconds since the epoch>}
+
+Compact node info is the BEP 5 / BEP 32 layout: node ID, then the IP address and
+port in network byte order.
+
+This module does file I/O (and imports ``os``); the pure layers never import it.
+It is called by the trio layer, blocking briefly (a few kilobytes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from .bencode import decode_trusted, encode_trusted_file
+from .contact import ID_LENGTH, Contact
+from .errors import DecodeError, StateFileError
+from .routing_table import RoutingTable
+
+__all__ = ["FORMAT_VERSION", "MAX_STATE_FILE", "pack_contact", "unpack_contact", "save_table", "load_contacts"]
+
+log = logging.getLogger(__name__)
+
+#: The ``version`` this module writes and the only one it reads.
+FORMAT_VERSION: Final = 1
+
+#: Largest state file we read (bytes). A full table is a few hundred contacts
+#: (~10 KB); anything far bigger is not ours.
+MAX_STATE_FILE: Final = 4 * 1024 * 1024
+
+_V4_LEN: Final = ID_LENGTH + 6
+_V6_LEN: Final = ID_LENGTH + 18
+
+
+def pack_contact(contact: Contact) -> bytes:
+    """Return the compact node info of ``contact`` (26 bytes IPv4, 38 bytes IPv6).
+
+    Raises:
+        ValueError: the address is not an IP address or the port is out of range.
+    """
+    ip = ipaddress.ip_address(contact.addr[0])
+    port = contact.addr[1]
+    if len(contact.id) != ID_LENGTH or not 0 <= port < 65536:
+        raise ValueError(f"cannot pack {contact!r}")
+    return contact.id + ip.packed + port.to_bytes(2, "big")
+
+
+def unpack_contact(data: bytes) -> Contact:
+    """Return the contact in a 26- or 38-byte compact node info.
+
+    Raises:
+        ValueError: ``data`` has another length.
+    """
+    if len(data) == _V4_LEN:
+        ip: str = str(ipaddress.IPv4Address(data[ID_LENGTH:-2]))
+    elif len(data) == _V6_LEN:
+        ip = str(ipaddress.IPv6Address(data[ID_LENGTH:-2]))
+    else:
+        raise ValueError(f"compact node info of {len(data)} bytes (expected {_V4_LEN} or {_V6_LEN})")
+    return Contact(bytes(data[:ID_LENGTH]), (ip, int.from_bytes(data[-2:], "big")))
+
+
+def save_table(table: RoutingTable, path: str | os.PathLike[str], *, wall_clock: Callable[[], float] = time.time) -> int:
+    """Write ``table``'s ID and contacts to ``path`` atomically.
+
+    The file is written under a temporary name in the same directory, flushed
+    and fsynced, then renamed over ``path`` (``os.replace``), so a crash leaves
+    either the old file or the new one, never a torn one. The directory is
+    created if missing.
+
+    Args:
+        table: the routing table (its live non-bad entries, then replacements
+            that answered us, are saved).
+        path: the state file.
+        wall_clock: seconds since the epoch, recorded as ``saved`` (injectable
+            for tests; never the trio clock).
+
+    Returns:
+        How many contacts were written.
+
+    Raises:
+        OSError: the file could not be written (the old file, if any, is intact).
+    """
+    state = table.to_state()
+    nodes: list[bytes] = []
+    seen: set[bytes] = set()
+    for contact in [*state["nodes"], *state["replacements"]]:
+        if contact.id in seen or not 0 < contact.addr[1] < 65536:
+            continue
+        try:
+            nodes.append(pack_contact(contact))
+        except ValueError:
+            continue  # not an IP literal; cannot be stored compactly
+        seen.add(contact.id)
+    data = encode_trusted_file(
+        {b"version": FORMAT_VERSION, b"id": table.own_id, b"nodes": nodes, b"saved": int(wall_clock())}
+    )
+    _write_atomically(Path(path), data)
+    log.debug("saved %d contacts to %s", len(nodes), path)
+    return len(nodes)
+
+
+def load_contacts(path: str | os.PathLike[str]) -> tuple[bytes, list[Contact]]:
+    """Read a state file written by :func:`save_table`.
+
+    Returns:
+        ``(own_id, contacts)``: the saved node ID and contacts, best first.
+
+    Raises:
+        OSError: the file cannot be read (``FileNotFoundError`` if it is missing).
+        StateFileError: the file is empty, corrupt, too big, of another version,
+            or not a routing-table file at all.
+    """
+    p = Path(path)
+    with p.open("rb") as f:
+        data = f.read(MAX_STATE_FILE + 1)
+    if len(data) > MAX_STATE_FILE:
+        raise StateFileError(f"{p} is larger than {MAX_STATE_FILE} bytes: not a routing-table file")
+    if not data:
+        raise StateFileError(f"{p} is empty")
+    try:
+        doc: Any = decode_trusted(data)
+    except DecodeError as exc:
+        raise StateFileError(f"{p} is corrupt or not a routing-table file: {exc}") from None
+    if not isinstance(doc, dict) or b"version" not in doc or b"nodes" not in doc:
+        raise StateFileError(f"{p} is not a routing-table file (no version/nodes keys)")
+    version = doc[b"version"]
+    if version != FORMAT_VERSION or type(version) is not int:
+        raise StateFileError(f"{p} has format version {version!r}; this program reads version {FORMAT_VERSION}")
+    own_id = doc.get(b"id")
+    if not isinstance(own_id, bytes) or len(own_id) != ID_LENGTH:
+        raise StateFileError(f"{p} has no valid 20-byte node ID")
+    if not isinstance(doc.get(b"saved"), int):
+        raise StateFileError(f"{p} has no valid save time")
+    nodes = doc[b"nodes"]
+    if not isinstance(nodes, list):
+        raise StateFileError(f"{p}: 'nodes' is not a list")
+    contacts: list[Contact] = []
+    for i, item in enumerate(nodes):
+        if not isinstance(item, bytes):
+            raise StateFileError(f"{p}: node {i} is not a byte string")
+        try:
+            contact = unpack_contact(item)
+        except ValueError as exc:
+            raise StateFileError(f"{p}: node {i}: {exc}") from None
+        if contact.addr[1] != 0:
+            contacts.append(contact)
+    return bytes(own_id), contacts
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    # Make the rename itself durable (POSIX); not possible everywhere (Windows).
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
