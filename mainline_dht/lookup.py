@@ -451,6 +451,33 @@ class Lookup:
             self._stats.timeouts += 1
         self._check_done(now)
 
+    def add_candidates(self, contacts: Iterable[Contact]) -> int:
+        """Offer more contacts to ask, e.g. seeds that arrive after the lookup was made.
+
+        The same checks as for returned nodes apply (class docstring). A lookup that
+        is done before sending any query (it had no seeds) is reopened when a
+        candidate is accepted, so a driver may create it first and seed it later;
+        once a query was sent, :attr:`done` is final and this does nothing.
+
+        Args:
+            contacts: the contacts to consider.
+
+        Returns:
+            How many became candidates (when the candidate set is full, a closer
+            contact offered later may push one out again).
+        """
+        if self._done and (self._stats.queries or self._query_limit_reached()):
+            return 0
+        added = self._add_nodes(contacts)
+        if added and self._done:
+            self._done = False
+            self._stats.finished_at = None
+        return added
+
+    def add_candidate(self, contact: Contact) -> bool:
+        """Offer one contact; see :meth:`add_candidates`. Returns whether it was taken."""
+        return self.add_candidates((contact,)) == 1
+
     def next_deadline(self) -> float | None:
         """Return when the oldest active query passes the soft timeout (seconds).
 
@@ -547,7 +574,8 @@ class Lookup:
         if self._addr_owner.get(cand.contact.addr) is cand:
             del self._addr_owner[cand.contact.addr]
 
-    def _add_nodes(self, nodes: Iterable[Contact]) -> None:
+    def _add_nodes(self, nodes: Iterable[Contact]) -> int:
+        added = 0
         for node in nodes:
             try:
                 node_id, addr = node
@@ -569,6 +597,8 @@ class Lookup:
             bisect.insort(self._dists, dist)
             bisect.insort(self._unqueried, dist)
             self._addr_owner[addr] = cand
+            added += 1
+        return added
 
     def _add_values(self, values: Iterable[Address], now: float) -> list[Address]:
         new: list[Address] = []

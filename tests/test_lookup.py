@@ -316,6 +316,32 @@ def test_no_seeds_is_done_at_once() -> None:
     assert lookup.closest_responders() == []
 
 
+def test_seeds_added_later_reopen_an_unstarted_lookup() -> None:
+    lookup = Lookup(ZERO, [], now=0.0)
+    assert lookup.done
+    assert not lookup.add_candidate(c(1, port=0))
+    assert lookup.done
+    assert lookup.add_candidates([c(2), c(1), c(2)]) == 2
+    assert not lookup.done
+    assert lookup.stats.finished_at is None
+    assert ids(lookup.next_queries(0.1)) == [1, 2]
+    assert lookup.add_candidate(c(3))  # while running, too
+    lookup.on_response(c(1), 0.2)
+    lookup.on_response(c(2), 0.2)
+    assert ids(lookup.next_queries(0.2)) == [3]
+    lookup.on_response(c(3), 0.3)
+    assert lookup.done
+    # Once a query was sent, done is final.
+    assert not lookup.add_candidate(c(4))
+    assert lookup.done and lookup.next_queries(0.4) == []
+
+
+def test_max_queries_zero_is_not_reopened() -> None:
+    lookup = Lookup(ZERO, [], now=0.0, max_queries=0)
+    assert not lookup.add_candidate(c(1))
+    assert lookup.done
+
+
 def test_only_invalid_seeds_is_done_at_once() -> None:
     lookup = Lookup(ZERO, [c(1, port=0), Contact(b"short", ("10.0.0.1", 1))], now=0.0)
     assert lookup.done
