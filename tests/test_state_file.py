@@ -87,7 +87,7 @@ def test_save_replaces_atomically_and_cleans_up_on_failure(tmp_path: Path, monke
     def broken_fsync(fd: int) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(state_file.os, "fsync", broken_fsync)
+    monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError, match="disk full"):
         save_table(make_table(seed=2), path, wall_clock=clock)
     assert path.read_bytes() == before
