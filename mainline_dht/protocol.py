@@ -75,6 +75,8 @@ CLIENT_VERSION: Final = b"MD\x00\x01"
 #: before giving up on a node; live-DHT round trips are well under 2 s at the 95th
 #: percentile, so 5 s keeps failures prompt without losing slow-but-alive nodes.
 DEFAULT_QUERY_TIMEOUT: Final = 5.0
+#: Seconds before a lookup's query fails (tuned on the simulated network: tools/bench_lookup.py).
+DEFAULT_LOOKUP_QUERY_TIMEOUT: Final = 3.0
 #: Cap on our own queries in flight at once; beyond it ``send_query`` refuses.
 DEFAULT_MAX_OUTSTANDING: Final = 4096
 #: BEP 51: the ``interval`` (seconds) we ask crawlers to wait; libtorrent's default.
@@ -98,6 +100,10 @@ class NodeConfig:
     """Bucket size and the number of nodes returned by ``find_node`` (BEP 5: 8)."""
     query_timeout: float = DEFAULT_QUERY_TIMEOUT
     """Seconds before one of our queries counts as failed."""
+    lookup_query_timeout: float = DEFAULT_LOOKUP_QUERY_TIMEOUT
+    """Seconds before a lookup's query counts as failed. Lookups hedge slow nodes
+    after their soft timeout already; this bounds how long a dead node among the
+    k closest can hold a lookup open."""
     max_outstanding: int = DEFAULT_MAX_OUTSTANDING
     """Our own queries in flight at once."""
     max_per_ip: int | None = 1
@@ -216,7 +222,8 @@ class NodeProtocol:
 
     def get_timer(self) -> float | None:
         """Return when :meth:`handle_timer` must next be called (driver's clock, seconds)."""
-        t = min(self.tokens.next_rotation, self._next_peer_sweep)
+        # Token secrets rotate lazily on use; only queries and peer expiry need waking.
+        t = self._next_peer_sweep
         if self._deadlines:
             t = min(t, self._deadlines[0][0])
         return t
@@ -239,7 +246,8 @@ class NodeProtocol:
             del self._pending[key]
             self.stats.timeouts += 1
             if pending.node_id is not None and pending.learn:
-                self.table.failed(Contact(pending.node_id, key[1]), now)
+                for contact in self.table.failed(Contact(pending.node_id, key[1]), now):
+                    self._ping(contact, now)
             if pending.internal:
                 self._pinging.discard(key[1])
             else:
@@ -343,7 +351,12 @@ class NodeProtocol:
         if msg.ip is not None:
             self.reported_addresses.append(msg.ip)
         if pending.learn and msg.sender_id != self.node_id:
-            self._learn(Contact(msg.sender_id, addr), now, responded=True)
+            self._learn(Contact(msg.sender_id, addr), now, responded=True, rtt=now - pending.sent_at)
+            # Nodes a reply tells us about are unverified: ping those that would fit.
+            table = self.table
+            for contact in msg.nodes:
+                if contact.id not in table:
+                    self._learn(contact, now, responded=False)
         if pending.internal:
             self._pinging.discard(addr)
         else:
@@ -363,8 +376,10 @@ class NodeProtocol:
 
     # --- routing-table upkeep -------------------------------------------------------
 
-    def _learn(self, contact: Contact, now: float, *, responded: bool, read_only: bool = False) -> None:
-        result = self.table.heard_from(contact, now, responded=responded, read_only=read_only)
+    def _learn(
+        self, contact: Contact, now: float, *, responded: bool, read_only: bool = False, rtt: float | None = None
+    ) -> None:
+        result = self.table.heard_from(contact, now, responded=responded, read_only=read_only, rtt=rtt)
         if result.outcome is Outcome.VERIFY:
             self._ping(contact, now)
         for questionable in result.ping:

@@ -1,0 +1,301 @@
+"""Whole-network scenarios on the in-memory network, under trio's virtual clock.
+
+Owns: building an N-node DHT of real :class:`~mainline_dht.node.DHTNode`
+objects over a :class:`MemoryNetwork`, announcing infohashes, running lookups
+and collecting per-lookup figures.
+
+Joining: :func:`open_sim_network` fills every routing table with the contacts a
+node would have learned by bootstrapping and refreshing its buckets: for each
+bucket range of the node's table, up to k random nodes of the network that fall
+in it, each entered as having answered a query (``heard_from(responded=True)``),
+so the table's own BEP 5 rules (splitting, per-IP limit) decide what stays. This
+is the documented faster equivalent of N bootstrap lookups (N x ~50 queries);
+``join="bootstrap"`` does the real thing instead, for smaller networks. Dead
+nodes appear in tables (stale contacts, as on the live DHT) but never answer.
+
+Run it under ``trio.testing.MockClock(autojump_threshold=0)`` so timeouts cost
+no wall time (``trio.run(..., clock=MockClock(autojump_threshold=0))``).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import random
+import statistics
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from ..contact import Address, Contact
+from ..node import DHTNode, open_node
+from ..node_id import random_node_id
+from ..protocol import NodeConfig
+from ._memory_net import LinkModel, MemoryNetwork, open_memory_network
+
+__all__ = [
+    "Scenario",
+    "LookupOutcome",
+    "ScenarioResult",
+    "SimNetwork",
+    "open_sim_network",
+    "run_scenario",
+    "prefill_tables",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A simulated network and the work to do on it."""
+
+    nodes: int = 1000
+    """Nodes in the network, dead ones included."""
+    dead_fraction: float = 0.2
+    """Share of nodes that never answer (their contacts are in others' tables)."""
+    loss: float = 0.05
+    """Share of datagrams lost on every link."""
+    median_rtt: float = 0.1
+    """Median round-trip time (seconds); one-way latency is log-normal around half of it."""
+    infohashes: int = 20
+    """Infohashes announced, each by ``announcers_per_infohash`` live nodes."""
+    announcers_per_infohash: int = 1
+    lookups: int = 100
+    """``get_peers`` lookups run (from random live nodes, for random announced infohashes)."""
+    concurrent_lookups: int = 20
+    """Lookups in progress at once."""
+    alpha: int | None = None
+    """Lookup parallelism (``None``: the engine's default)."""
+    soft_timeout: float | None = None
+    """Lookup soft timeout in seconds (``None``: the engine's default)."""
+    join: str = "prefill"
+    """``"prefill"`` (fast, see the module doc) or ``"bootstrap"`` (real bootstrap lookups)."""
+    seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LookupOutcome:
+    """Figures of one ``get_peers`` lookup."""
+
+    found: bool
+    first_peer: float | None
+    elapsed: float
+    queries: int
+    replies: int
+    timeouts: int
+
+
+@dataclass
+class ScenarioResult:
+    """Every lookup's figures, with summaries."""
+
+    scenario: Scenario
+    outcomes: list[LookupOutcome]
+    announce_acks: list[int]
+    packets: int
+
+    @property
+    def success_rate(self) -> float:
+        return sum(o.found for o in self.outcomes) / max(1, len(self.outcomes))
+
+    def _quantile(self, values: Sequence[float], q: float) -> float:
+        if not values:
+            return math.nan
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def summary(self) -> dict[str, float]:
+        """Success rate, median/p95 times (seconds and median RTTs), queries per lookup."""
+        firsts = [o.first_peer for o in self.outcomes if o.first_peer is not None]
+        ends = [o.elapsed for o in self.outcomes]
+        queries = [o.queries for o in self.outcomes]
+        rtt = self.scenario.median_rtt
+        s = {
+            "lookups": float(len(self.outcomes)),
+            "success": self.success_rate,
+            "first_peer_median": self._quantile(firsts, 0.5),
+            "first_peer_p95": self._quantile(firsts, 0.95),
+            "done_median": self._quantile(ends, 0.5),
+            "done_p95": self._quantile(ends, 0.95),
+            "queries_median": self._quantile(queries, 0.5),
+            "queries_mean": statistics.fmean(queries) if queries else math.nan,
+            "queries_p95": self._quantile(queries, 0.95),
+        }
+        for key in ("first_peer_median", "first_peer_p95", "done_median", "done_p95"):
+            s[key + "_rtts"] = s[key] / rtt
+        return s
+
+
+@dataclass
+class SimNetwork:
+    """A running simulated DHT."""
+
+    net: MemoryNetwork
+    nodes: list[DHTNode]
+    """The live nodes."""
+    dead: list[Contact]
+    """Contacts that never answer."""
+    contacts: list[Contact] = field(default_factory=list)
+    """Every node, live and dead."""
+
+
+def prefill_tables(nodes: Sequence[DHTNode], everyone: Sequence[Contact], *, rng: random.Random, now: float) -> None:
+    """Fill each node's routing table as bootstrapping and bucket refreshes would.
+
+    For each bucket-sized ID range around a node's own ID (sharing d leading bits
+    with it, differing at bit d), up to k random members of ``everyone`` in that
+    range are offered to the table as nodes that answered a query.
+    """
+    ordered = sorted(everyone, key=lambda c: c.id)
+    ids = [int.from_bytes(c.id, "big") for c in ordered]
+    for node in nodes:
+        table = node.proto.table
+        k = table.k
+        own = int.from_bytes(node.node_id, "big")
+        for depth in range(160):
+            shift = 159 - depth
+            # IDs that share `depth` leading bits with ours and differ at the next bit.
+            prefix = (own >> shift) ^ 1
+            lo = prefix << shift
+            hi = lo + (1 << shift)
+            i, j = bisect.bisect_left(ids, lo), bisect.bisect_left(ids, hi)
+            if j > i:
+                for index in rng.sample(range(i, j), min(k, j - i)):
+                    table.heard_from(ordered[index], now, responded=True)
+            # Stop once no one else shares our prefix this deep.
+            same_lo = (own >> shift) << shift
+            a, b = bisect.bisect_left(ids, same_lo), bisect.bisect_left(ids, same_lo + (1 << shift))
+            if b - a <= 1:
+                break
+
+
+def _address(i: int) -> Address:
+    # 10.0.0.0/8 addresses, memory only: the in-memory network never touches a socket.
+    return (f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255 or 1}", 6881)
+
+
+@asynccontextmanager
+async def open_sim_network(
+    n: int,
+    *,
+    seed: int = 0,
+    link: LinkModel | None = None,
+    dead_fraction: float = 0.0,
+    config: NodeConfig | None = None,
+    join: str = "prefill",
+) -> AsyncIterator[SimNetwork]:
+    """Build and run an ``n``-node DHT on an in-memory network.
+
+    Args:
+        n: nodes, dead ones included.
+        seed: seeds the network's and every node's randomness (node ``i`` gets
+            ``random.Random(f"{seed}:{i}")``).
+        link: latency, loss and duplication of every link.
+        dead_fraction: share of nodes that never answer.
+        config: protocol settings of every live node.
+        join: ``"prefill"`` or ``"bootstrap"`` (see the module docstring).
+    """
+    rng = random.Random(f"{seed}:net")
+    async with open_memory_network(rng=rng, link=link or LinkModel()) as net, AsyncExitStack() as stack:
+        contacts = []
+        for i in range(n):
+            addr = _address(i + 1)
+            contacts.append(Contact(random_node_id(random.Random(f"{seed}:{i}:id")), addr))
+        dead_count = int(round(n * dead_fraction))
+        dead_idx = set(rng.sample(range(1, n), min(dead_count, n - 1))) if dead_count else set()
+        nodes: list[DHTNode] = []
+        dead: list[Contact] = []
+        for i, contact in enumerate(contacts):
+            if i in dead_idx:
+                net.set_dead(contact.addr, True)
+                dead.append(contact)
+                continue
+            transport = net.open_transport(contact.addr)
+            node = await stack.enter_async_context(
+                open_node(
+                    transport=transport,
+                    node_id=contact.id,
+                    bootstrap=(),
+                    config=config,
+                    rng=random.Random(f"{seed}:{i}"),
+                )
+            )
+            nodes.append(node)
+        sim = SimNetwork(net, nodes, dead, contacts)
+        if join == "prefill":
+            prefill_tables(nodes, contacts, rng=rng, now=trio.current_time())
+        elif join == "bootstrap":
+            first = nodes[0]
+            limiter = trio.CapacityLimiter(64)
+
+            async def join_one(node: DHTNode) -> None:
+                async with limiter:
+                    node.bootstrap_nodes = (first.local_address,)
+                    await node.bootstrap()
+
+            async with trio.open_nursery() as nursery:
+                for node in nodes[1:]:
+                    nursery.start_soon(join_one, node)
+        else:
+            raise ValueError(f"join must be 'prefill' or 'bootstrap', not {join!r}")
+        yield sim
+
+
+async def run_scenario(scenario: Scenario) -> ScenarioResult:
+    """Build the scenario's network, announce, run the lookups; return the figures."""
+    link = LinkModel(median_rtt=scenario.median_rtt, loss=scenario.loss)
+    lookup_options = {}
+    if scenario.alpha is not None:
+        lookup_options["alpha"] = scenario.alpha
+    if scenario.soft_timeout is not None:
+        lookup_options["soft_timeout"] = scenario.soft_timeout
+    rng = random.Random(f"{scenario.seed}:scenario")
+    async with open_sim_network(
+        scenario.nodes,
+        seed=scenario.seed,
+        link=link,
+        dead_fraction=scenario.dead_fraction,
+        join=scenario.join,
+    ) as sim:
+        nodes = sim.nodes
+        hashes = [hashlib.sha1(f"{scenario.seed}:{i}".encode()).digest() for i in range(scenario.infohashes)]
+        expected: dict[bytes, set[Address]] = {}
+        acks: list[int] = []
+
+        async def announce(node: DHTNode, info_hash: bytes, port: int) -> None:
+            acks.append(await node.announce(info_hash, port))
+
+        async with trio.open_nursery() as nursery:
+            for h in hashes:
+                for node in rng.sample(nodes, scenario.announcers_per_infohash):
+                    port = rng.randrange(1024, 65535)
+                    expected.setdefault(h, set()).add((node.local_address[0], port))
+                    nursery.start_soon(announce, node, h, port)
+        outcomes: list[LookupOutcome] = []
+        limiter = trio.CapacityLimiter(scenario.concurrent_lookups)
+
+        async def lookup(node: DHTNode, info_hash: bytes) -> None:
+            async with limiter:
+                found = False
+                async with node.get_peers(info_hash, **lookup_options) as stream:
+                    async for peer in stream:
+                        if peer in expected[info_hash]:
+                            found = True
+                st = stream.stats
+                outcomes.append(
+                    LookupOutcome(
+                        found=found,
+                        first_peer=st.time_to_first_peer,
+                        elapsed=st.elapsed or 0.0,
+                        queries=st.queries,
+                        replies=st.replies,
+                        timeouts=st.timeouts,
+                    )
+                )
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(scenario.lookups):
+                nursery.start_soon(lookup, rng.choice(nodes), rng.choice(hashes))
+        return ScenarioResult(scenario, outcomes, acks, sim.net.stats.sent)
