@@ -20,9 +20,11 @@ canonical output (sorted keys), which the tests check.
 Whatever the input, the only exception that escapes a decoder is
 :class:`~mainline_dht.errors.DecodeError`.
 
-A datagram can still decode to a structure nested thousands deep (64 KiB of
-``l``): callers read only the keys they know, type-checking each, and never walk
-an unknown value recursively (``repr`` or ``==`` on one could overflow the stack).
+fastbencode itself decodes a datagram nested thousands deep (64 KiB of ``l``)
+without complaint, and any recursive code that later touched the result
+(``repr``, ``==``, an f-string) would raise :class:`RecursionError`.
+:func:`decode_untrusted` therefore refuses values nested deeper than
+:data:`MAX_DEPTH`. Callers should still read only the keys they know.
 """
 
 from __future__ import annotations
@@ -34,11 +36,16 @@ import fastbencode
 
 from .errors import DecodeError
 
-__all__ = ["encode", "encode_trusted_file", "decode_untrusted", "decode_trusted", "MAX_DATAGRAM"]
+__all__ = ["encode", "encode_trusted_file", "decode_untrusted", "decode_trusted", "MAX_DATAGRAM", "MAX_DEPTH"]
 
 #: The largest datagram we try to decode (bytes). A UDP payload cannot exceed
 #: 65,507 bytes over IPv4; KRPC messages are a few hundred bytes.
 MAX_DATAGRAM = 65_536
+
+#: The deepest nesting :func:`decode_untrusted` accepts, counting the outermost
+#: container as 1. KRPC needs 3 (message dict > ``a``/``r`` dict > ``values`` or
+#: ``want`` list); libtorrent 2.1 drops messages nested 10 deep (fixtures/README.md).
+MAX_DEPTH = 32
 
 _bencodepy = bencodepy.Bencode(encoding=None, encoding_fallback=None, dict_ordered=True, dict_ordered_sort=True)
 
@@ -64,15 +71,34 @@ def decode_untrusted(data: bytes) -> Any:
     """Decode bytes from the network, strictly.
 
     Rejects trailing bytes, unsorted or duplicate dict keys, non-bytes keys,
-    leading zeros, ``-0``, signs and separators inside integers, and nesting too
-    deep to decode.
+    leading zeros, ``-0``, signs and separators inside integers, and nesting
+    deeper than :data:`MAX_DEPTH`.
 
     Raises:
         DecodeError: on any malformed or oversized input (and nothing else).
     """
     if len(data) > MAX_DATAGRAM:
         raise DecodeError(f"datagram of {len(data)} bytes is larger than {MAX_DATAGRAM}")
-    return _decode_strict(data)
+    value = _decode_strict(data)
+    # Nesting needs one 'l' or 'd' byte per level, so most datagrams skip the walk.
+    if data.count(b"l") + data.count(b"d") > MAX_DEPTH:
+        _check_depth(value)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    """Raise DecodeError if ``value`` nests deeper than MAX_DEPTH (iteratively: no recursion)."""
+    if type(value) is not list and type(value) is not dict:
+        return
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if type(item) is dict else item
+        for child in children:
+            if type(child) is list or type(child) is dict:
+                if depth >= MAX_DEPTH:
+                    raise DecodeError(f"bencode nested deeper than {MAX_DEPTH}")
+                stack.append((child, depth + 1))
 
 
 def _decode_strict(data: bytes) -> Any:

@@ -16,7 +16,7 @@ import random
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_PORT = 6881
 #: Nodes that join at the same time; more only adds contention on two cores.
 JOIN_CONCURRENCY = 32
+#: Nodes that join one at a time before the rest join in parallel.
+FIRST_WAVE = 16
 
 
 def _can_bind(ip: str) -> bool:
@@ -74,7 +76,6 @@ class LocalNetwork:
     shared_ip: bool
     config: NodeConfig
     seed: int
-    _stack: AsyncExitStack | None = field(default=None, repr=False)
 
     @property
     def bootstrap_address(self) -> Address:
@@ -127,8 +128,11 @@ async def open_local_network(
             if progress:
                 progress(joined, n)
 
-        # Join in waves so early nodes have tables for later ones to learn from.
+        # The first few join one by one, so the first node's table holds
+        # someone for the next to learn of; the rest join in parallel.
+        for node in nodes[1:FIRST_WAVE]:
+            await join(node)
         async with trio.open_nursery() as nursery:
-            for node in nodes[1:]:
+            for node in nodes[FIRST_WAVE:]:
                 nursery.start_soon(join, node)
-        yield LocalNetwork(nodes, shared, config, seed, stack)
+        yield LocalNetwork(nodes, shared, config, seed)

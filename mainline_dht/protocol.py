@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import logging
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -85,7 +85,7 @@ DEFAULT_SAMPLE_INTERVAL: Final = 21600
 DEFAULT_MAX_SAMPLES: Final = 20
 #: Verification/eviction pings we may send per second (a token bucket), so a flood of
 #: strangers querying us cannot make us flood the network with pings.
-DEFAULT_PING_RATE: Final = 20.0
+DEFAULT_PING_RATE: Final = 50.0
 #: How many verification pings may be pending at once.
 DEFAULT_MAX_PENDING_PINGS: Final = 256
 #: Seconds between sweeps of expired peers.
@@ -129,7 +129,7 @@ class NodeConfig:
     ping_rate: float = DEFAULT_PING_RATE
     """Verification and eviction pings per second."""
     max_pending_pings: int = DEFAULT_MAX_PENDING_PINGS
-    """Verification pings in flight at once."""
+    """Verification pings in flight at once, and queued beyond the budget."""
 
 
 @dataclass(slots=True)
@@ -205,6 +205,7 @@ class NodeProtocol:
         self._ping_tokens = config.ping_rate
         self._ping_refill_at = now
         self._pinging: set[Address] = set()
+        self._ping_queue: OrderedDict[Address, Contact] = OrderedDict()
         self._next_peer_sweep = now + PEER_EXPIRY_SWEEP
         self._version = config.version
 
@@ -226,6 +227,9 @@ class NodeProtocol:
         t = self._next_peer_sweep
         if self._deadlines:
             t = min(t, self._deadlines[0][0])
+        if self._ping_queue:
+            # When the ping budget next holds a whole token.
+            t = min(t, self._ping_refill_at + max(0.0, 1.0 - self._ping_tokens) / self.config.ping_rate)
         return t
 
     @property
@@ -252,6 +256,10 @@ class NodeProtocol:
                 self._pinging.discard(key[1])
             else:
                 self._events.append(QueryTimedOut(key, pending.query))
+        queue = self._ping_queue
+        while queue and self._refill_pings(now) >= 1:
+            _, contact = queue.popitem(last=False)
+            self._ping(contact, now)
         self.tokens.rotate_if_due(now)
         if now >= self._next_peer_sweep:
             self.peer_store.expire(now)
@@ -385,24 +393,36 @@ class NodeProtocol:
         for questionable in result.ping:
             self._ping(questionable, now)
 
-    def _ping(self, contact: Contact, now: float) -> None:
-        """Send a rate-limited internal ping (verification or eviction check)."""
-        addr = contact.addr
-        if addr in self._pinging:
-            return
-        cfg = self.config
+    def _refill_pings(self, now: float) -> float:
+        rate = self.config.ping_rate
         elapsed = now - self._ping_refill_at
         if elapsed > 0:
-            self._ping_tokens = min(cfg.ping_rate, self._ping_tokens + elapsed * cfg.ping_rate)
+            self._ping_tokens = min(rate, self._ping_tokens + elapsed * rate)
             self._ping_refill_at = now
+        return self._ping_tokens
+
+    def _ping(self, contact: Contact, now: float) -> None:
+        """Send an internal ping (verification or eviction check), within the ping budget.
+
+        Over budget, the ping waits in a bounded queue for the timer; past that
+        bound it is dropped (and counted), so a flood of strangers cannot make
+        us flood the network or grow memory.
+        """
+        addr = contact.addr
+        if addr in self._pinging or not 0 < addr[1] < 65536:
+            return
+        cfg = self.config
         if (
-            self._ping_tokens < 1
+            self._refill_pings(now) < 1
             or len(self._pinging) >= cfg.max_pending_pings
             or len(self._pending) >= cfg.max_outstanding
-            or not 0 < addr[1] < 65536
         ):
-            self.stats.pings_rate_limited += 1
+            if addr in self._ping_queue or len(self._ping_queue) < cfg.max_pending_pings:
+                self._ping_queue[addr] = contact
+            else:
+                self.stats.pings_rate_limited += 1
             return
+        self._ping_queue.pop(addr, None)
         self._ping_tokens -= 1
         self._pinging.add(addr)
         self.stats.verification_pings += 1

@@ -173,7 +173,8 @@ def prefill_tables(nodes: Sequence[DHTNode], everyone: Sequence[Contact], *, rng
 
 def _address(i: int) -> Address:
     # 10.0.0.0/8 addresses, memory only: the in-memory network never touches a socket.
-    return (f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255 or 1}", 6881)
+    rest, host = divmod(i, 254)
+    return (f"10.{rest // 256}.{rest % 256}.{host + 1}", 6881)
 
 
 @asynccontextmanager
