@@ -72,6 +72,8 @@ DEFAULT_BOOTSTRAP_TIMEOUT: Final = 10.0
 #: Queries one lookup may send at most: a bound against hostile or broken
 #: networks (a healthy lookup needs 10-50).
 DEFAULT_MAX_LOOKUP_QUERIES: Final = 300
+#: Bucket-refresh lookups run at once.
+PARALLEL_REFRESHES: Final = 4
 #: Seconds between maintenance rounds (bucket refresh, questionable pings, saving).
 MAINTENANCE_INTERVAL: Final = 10.0
 #: Seconds between periodic saves of the routing table.
@@ -574,18 +576,41 @@ class DHTNode:
                 "Check the network, or pass a reachable node with --bootstrap HOST:PORT."
             )
         self.proto.table.touch_bucket(own, trio.current_time())
+        await self.refresh_buckets(not_full=True)
         self.joined.set()
         log.info("joined the DHT: %d contacts", len(self.proto.table))
         return len(self.proto.table)
 
-    async def refresh_buckets(self, *, limit: int | None = None) -> int:
-        """Look up a random ID in every bucket idle for 15 minutes (BEP 5). Returns how many."""
+    async def refresh_buckets(self, *, limit: int | None = None, not_full: bool = False) -> int:
+        """Look up a random ID in buckets that need it (BEP 5 refresh).
+
+        Args:
+            limit: refresh at most this many buckets.
+            not_full: refresh every bucket holding fewer than k contacts (what a
+                node does right after joining, as libtorrent does), instead of
+                those idle for 15 minutes.
+
+        Returns:
+            How many buckets were refreshed.
+        """
+        table = self.proto.table
         now = trio.current_time()
-        ranges = self.proto.table.buckets_to_refresh(now)
+        if not_full:
+            own = table.bucket_for(self.node_id)
+            ranges = [(b.lo, b.hi) for b in table.buckets if len(b.entries) < table.k and b is not own]
+        else:
+            ranges = table.buckets_to_refresh(now)
         if limit is not None:
             ranges = ranges[:limit]
-        for lo, hi in ranges:
-            await self.find_node(random_id_in_range(lo, hi, self.proto.rng))
+        limiter = trio.CapacityLimiter(PARALLEL_REFRESHES)
+
+        async def refresh(lo: int, hi: int) -> None:
+            async with limiter:
+                await self.find_node(random_id_in_range(lo, hi, self.proto.rng))
+
+        async with trio.open_nursery() as nursery:
+            for lo, hi in ranges:
+                nursery.start_soon(refresh, lo, hi)
         return len(ranges)
 
     async def _maintenance_loop(self) -> None:
