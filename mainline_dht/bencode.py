@@ -80,8 +80,8 @@ def decode_untrusted(data: bytes) -> Any:
     if len(data) > MAX_DATAGRAM:
         raise DecodeError(f"datagram of {len(data)} bytes is larger than {MAX_DATAGRAM}")
     value = _decode_strict(data)
-    # Nesting needs one 'l' or 'd' byte per level, so most datagrams skip the walk.
-    if data.count(b"l") + data.count(b"d") > MAX_DEPTH:
+    # Every level of nesting closes with its own b"e", so most datagrams skip the walk.
+    if data.count(b"e") > MAX_DEPTH:
         _check_depth(value)
     return value
 
