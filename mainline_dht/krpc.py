@@ -424,7 +424,14 @@ def decode_message_untrusted(data: bytes) -> Message:
         return _decode_response(value, tid, version)
     if y == b"e":
         return _decode_error(value, tid, version)
-    raise DecodeError(f"unknown message type 'y': {y!r}", tid=tid)
+    raise DecodeError(f"unknown message type 'y': {_describe(y)}", tid=tid)
+
+
+def _describe(value: Any) -> str:
+    """Describe an untrusted value for an error message: bounded, never recursive."""
+    if type(value) is bytes:
+        return repr(value[:16])
+    return type(value).__name__
 
 
 def _decode_ip_field(value: dict[bytes, Any]) -> Address | None:
