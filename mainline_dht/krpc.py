@@ -574,11 +574,12 @@ def _optional_count(r: dict[bytes, Any], key: bytes) -> int | None:
 
 
 def _decode_error(value: dict[bytes, Any], tid: bytes, version: bytes | None) -> ErrorMessage:
+    # BEP 5: 'e' is a list whose first element is the integer code and whose
+    # second is the message string; both are required. Extra elements are ignored.
     e = value.get(b"e")
-    if type(e) is not list or not e or type(e[0]) is not int:
-        raise DecodeError("missing or invalid error 'e'", tid=tid)
-    text = e[1] if len(e) > 1 and type(e[1]) is bytes else b""
-    return ErrorMessage(tid, e[0], text.decode("utf-8", "replace"), _decode_ip_field(value), version)
+    if type(e) is not list or len(e) < 2 or type(e[0]) is not int or type(e[1]) is not bytes:
+        raise DecodeError("missing or invalid error 'e' (expected [code, message])", tid=tid)
+    return ErrorMessage(tid, e[0], e[1].decode("utf-8", "replace"), _decode_ip_field(value), version)
 
 
 def _check_id(value: bytes, name: str) -> None:
