@@ -292,11 +292,15 @@ def pack_nodes(contacts: list[Contact] | tuple[Contact, ...], *, ipv6: bool = Fa
     """Concatenate compact node info (26 bytes IPv4 / 38 bytes IPv6) for ``nodes``/``nodes6``.
 
     Contacts of the other address family are skipped.
+
+    Raises:
+        LocalProtocolError: a node ID is not 20 bytes, or an address cannot be packed.
     """
     out = []
     for node_id, addr in contacts:
         if (":" in addr[0]) != ipv6:
             continue
+        _check_id(node_id, "node ID")
         out.append(node_id + pack_peer(addr))
     return b"".join(out)
 
@@ -331,8 +335,11 @@ def encode_message(msg: Message) -> bytes:
     """Encode a message as one bencoded KRPC datagram.
 
     Raises:
-        LocalProtocolError: a field cannot be represented (bad address, ...).
+        LocalProtocolError: a field cannot be represented (a node ID that is not
+            20 bytes, a bad address, ...).
     """
+    if not isinstance(msg, ErrorMessage):
+        _check_id(msg.sender_id, "sender_id")
     if isinstance(msg, ResponseMessage):
         r: dict[bytes, Any] = {b"id": msg.sender_id}
         if msg.nodes:
