@@ -1,6 +1,8 @@
 """Test and simulation helpers for code built on mainline-dht.
 
-Re-exports only; the in-memory network lives in :mod:`mainline_dht.testing._memory_net`.
+Re-exports only: the in-memory network (:mod:`._memory_net`) and whole-network
+scenarios on it (:mod:`._sim`). The libtorrent loopback helpers live in
+:mod:`mainline_dht.testing.libtorrent_net` (they need the optional ``libtorrent``).
 Nothing here sends real network traffic.
 """
 
@@ -12,6 +14,13 @@ from ._memory_net import MemoryTransport as MemoryTransport
 from ._memory_net import NetworkStats as NetworkStats
 from ._memory_net import Packet as Packet
 from ._memory_net import open_memory_network as open_memory_network
+from ._sim import LookupOutcome as LookupOutcome
+from ._sim import Scenario as Scenario
+from ._sim import ScenarioResult as ScenarioResult
+from ._sim import SimNetwork as SimNetwork
+from ._sim import open_sim_network as open_sim_network
+from ._sim import prefill_tables as prefill_tables
+from ._sim import run_scenario as run_scenario
 
 __all__ = [
     "LinkModel",
@@ -20,4 +29,11 @@ __all__ = [
     "NetworkStats",
     "Packet",
     "open_memory_network",
+    "LookupOutcome",
+    "Scenario",
+    "ScenarioResult",
+    "SimNetwork",
+    "open_sim_network",
+    "prefill_tables",
+    "run_scenario",
 ]
