@@ -227,8 +227,9 @@ class NodeProtocol:
         t = self._next_peer_sweep
         if self._deadlines:
             t = min(t, self._deadlines[0][0])
-        if self._ping_queue:
-            # When the ping budget next holds a whole token.
+        if self._ping_queue and self._ping_slot_free():
+            # When the ping budget next holds a whole token. With no slot free, a
+            # reply or a timeout frees one; until then the queue waits.
             t = min(t, self._ping_refill_at + max(0.0, 1.0 - self._ping_tokens) / self.config.ping_rate)
         return t
 
@@ -257,7 +258,7 @@ class NodeProtocol:
             else:
                 self._events.append(QueryTimedOut(key, pending.query))
         queue = self._ping_queue
-        while queue and self._refill_pings(now) >= 1:
+        while queue and self._ping_slot_free() and self._refill_pings(now) >= 1:
             _, contact = queue.popitem(last=False)
             self._ping(contact, now)
         self.tokens.rotate_if_due(now)
@@ -392,6 +393,11 @@ class NodeProtocol:
             self._ping(contact, now)
         for questionable in result.ping:
             self._ping(questionable, now)
+
+    def _ping_slot_free(self) -> bool:
+        """Whether one more internal ping may be in flight (else ``_ping`` only queues)."""
+        cfg = self.config
+        return len(self._pinging) < cfg.max_pending_pings and len(self._pending) < cfg.max_outstanding
 
     def _refill_pings(self, now: float) -> float:
         rate = self.config.ping_rate
