@@ -444,7 +444,8 @@ class NodeProtocol:
         stats = self.stats
         stats.queries_received += 1
         query = msg.query
-        method = query.method
+        # Unknown methods share one counter: their names are chosen by strangers.
+        method = b"unknown" if type(query) is UnknownQuery else query.method
         stats.queries_by_method[method] = stats.queries_by_method.get(method, 0) + 1
         if self.config.read_only:
             return  # BEP 43: read-only nodes answer nothing
