@@ -543,6 +543,13 @@ class DHTNode:
         """
         timeout = self._bootstrap_timeout if timeout is None else timeout
         own = self.node_id
+        # PROTOCOL: ping every saved contact at start-up. The lookup below asks
+        # only those closest to our ID; without this the rest of a saved table
+        # is forgotten, and a restarted node comes back with k contacts.
+        now = trio.current_time()
+        for contact in self._saved_contacts:
+            self.proto.ping_contact(contact, now)
+        self._transmit()
         with trio.move_on_after(timeout):
             routers = await self._routers()
         lookup = Lookup(
