@@ -651,6 +651,11 @@ class DHTNode:
         """Write the routing table to the state file atomically (if the node has one)."""
         if self.state_path is None:
             return
+        if len(self.proto.table) == 0 and self._saved_contacts:
+            # Never joined (offline?): keep the contacts saved last time instead
+            # of replacing them with an empty table.
+            log.info("routing table empty; leaving %s as it was", self.state_path)
+            return
         try:
             save_table(self.proto.table, self.state_path, wall_clock=self._wall_clock)
         except OSError as exc:
