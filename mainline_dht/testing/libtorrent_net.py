@@ -28,6 +28,16 @@ Facts learned from libtorrent 2.1.1 that shape this module:
 * Per-source-IP rate limiting (``dht_block_ratelimit``, default 5 packets/s,
   blocking for ``dht_block_timeout`` = 300 s) and ``dht_upload_rate_limit``
   (8,000 bytes/s) would throttle any test; both are raised here.
+* ``dht_announce_alert`` fires for every well-formed ``announce_peer`` received,
+  before the token is checked: a refused announce (203 "invalid token") shows up
+  in :meth:`LibtorrentSwarm.incoming_announces` too. Ask the node with
+  ``get_peers`` to learn what it stored.
+* A session does not drop its own node from lookups: when other nodes list it,
+  it sends ``get_peers`` (and ``announce_peer``) to itself, and it counts as one
+  of the 8 closest nodes an announce goes to.
+* A closed node stays in the tables that held it, and a lookup waits for it (its
+  query times out after seconds) when it is among the closest: give each test
+  whose nodes come and go its own swarm.
 
 Must not import trio or anything from the sans-I/O core; it uses only the
 standard library, :mod:`mainline_dht.contact` and libtorrent.
@@ -226,7 +236,10 @@ class SampleInfohashesResult:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AnnounceSeen:
-    """An ``announce_peer`` a libtorrent session accepted (its ``dht_announce_alert``)."""
+    """An ``announce_peer`` a libtorrent session received (its ``dht_announce_alert``).
+
+    libtorrent posts it before checking the token, so it may have been refused.
+    """
 
     info_hash: bytes
     ip: str
@@ -719,7 +732,11 @@ class LibtorrentSwarm:
         return DHTCounters.from_session_stats(self._wait_event(i, _CountersEvent, timeout).values)
 
     def incoming_announces(self, i: int) -> list[AnnounceSeen]:
-        """Return the announce_peer queries node i has accepted so far."""
+        """Return the announce_peer queries node i has received so far.
+
+        Refused ones (bad token) are included: libtorrent reports an announce
+        before it checks the token.
+        """
         with self._locks[i]:
             self._pump(i, 0)
             return list(self._announces[i])
