@@ -2,30 +2,37 @@
 
 Owns: the demo story (start a network, announce a demo infohash from some
 nodes, look it up from a fresh node with live progress, print what happened)
-and the long-running test network. Writes to the terminal: called by the CLI only.
+and the long-running test network. Writes to the terminal: called by the
+command line (:mod:`mainline_dht.cli`) only; the library never imports it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import random
-import signal
 import sys
+from typing import Final
 
 import trio
 
-from .localnet import open_local_network
+from .cli import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, Status, emit, lookup_and_print, run_until_signal
+from .contact import Address
+from .localnet import DEFAULT_BASE, open_local_network
 from .node import open_node
 
-__all__ = ["run_demo", "run_testnet", "demo_info_hash"]
+__all__ = ["run_demo", "run_testnet", "demo_info_hash", "DEMO_ANNOUNCERS", "DEMO_PEER_PORT"]
 
 #: How many nodes announce the demo infohash.
-DEMO_ANNOUNCERS = 5
+DEMO_ANNOUNCERS: Final = 5
+#: The peer port the first announcer announces; the others count up from it.
+DEMO_PEER_PORT: Final = 50000
+#: Seconds the demo's lookup may take at most (on loopback it takes milliseconds).
+DEMO_LOOKUP_TIMEOUT: Final = 30.0
 
 
 def demo_info_hash(seed: int) -> bytes:
-    """The infohash the demo announces and finds (stable for a seed)."""
+    """The 20-byte infohash the demo announces and finds (stable for a seed)."""
     return hashlib.sha1(f"mainline-dht demo {seed}".encode()).digest()
 
 
@@ -33,65 +40,122 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-async def run_demo(n: int, *, seed: int = 0, json_out: bool = False) -> int:
-    """Run the demo; return the exit status (0 when the lookup found every announcer)."""
-    from .cli import EXIT_NOT_FOUND, EXIT_OK, Status, _lookup_and_print
+def _span(first: Address, last: Address, shared: bool) -> str:
+    if shared:
+        return f"{first[0]}, distinct ports"
+    if first[1] == last[1]:
+        return f"{first[0]} .. {last[0]}, port {first[1]}"
+    return f"{first[0]} .. {last[0]}"
 
-    status = Status(sys.stderr, sys.stderr.isatty() and not json_out)
+
+async def run_demo(n: int, *, seed: int = 0, json_out: bool = False, base: Address = (DEFAULT_BASE[0], 0)) -> int:
+    """Run the demo: a network of ``n`` nodes, announces, one lookup; then shut down.
+
+    Args:
+        n: nodes in the network (at least 2).
+        seed: seeds node IDs, the announcers' choice and the infohash.
+        json_out: print the lookup's events as JSON lines on stdout.
+        base: the first node's loopback address (see
+            :func:`~mainline_dht.localnet.open_local_network`); port 0 gives
+            every node a free port, so the demo never collides with a DHT
+            client running on 6881.
+
+    Returns:
+        The exit status: 0 when the lookup found every announced peer, 1 when
+        it missed some, 130 when interrupted (Ctrl-C, SIGTERM).
+
+    Raises:
+        OSError: a loopback address could not be bound.
+    """
+    status = Status(sys.stderr, enabled=sys.stderr.isatty() and not json_out)
     info_hash = demo_info_hash(seed)
     start = trio.current_time()
-    _say(f"starting {n} DHT nodes on loopback...")
+    code = EXIT_INTERRUPTED
 
     def joined(done: int, total: int) -> None:
-        status.show(f"joined {done}/{total} nodes")
+        status.show(f"{done}/{total} nodes joined")
 
-    async with open_local_network(n, seed=seed, progress=joined) as net:
-        status.clear()
-        nodes = net.nodes
-        sizes = sorted(len(node.table) for node in nodes)
-        where = "127.0.0.1 on distinct ports" if net.shared_ip else f"{nodes[0].local_address[0]} .. {nodes[-1].local_address[0]}"
-        _say(f"{n} nodes up on {where} in {trio.current_time() - start:.1f} s; "
-             f"routing tables hold {sizes[len(sizes) // 2]} contacts (median), {sizes[0]}-{sizes[-1]}")
-        rng = random.Random(seed)
-        announcers = rng.sample(nodes[1:], min(DEMO_ANNOUNCERS, n - 1))
-        accepted = []
-        async with trio.open_nursery() as nursery:
-            for i, node in enumerate(announcers):
-
-                async def announce(node=node, port=50000 + i) -> None:  # type: ignore[no-untyped-def]
-                    accepted.append(await node.announce(info_hash, port))
-
-                nursery.start_soon(announce)
-        peers_expected = {(node.local_address[0], 50000 + i) for i, node in enumerate(announcers)}
-        _say(f"{len(announcers)} nodes announced infohash {info_hash.hex()} "
-             f"(accepted by {sum(accepted)} nodes in all)")
-        bind = ("127.0.0.1", 0) if net.shared_ip else ("127.0.0.2", 0)
-        async with open_node(bind, bootstrap=(net.bootstrap_address,), config=net.config,
-                             rng=random.Random(f"{seed}:searcher")) as searcher:
-            _say(f"a fresh node at {searcher.local_address[0]}:{searcher.local_address[1]} looks it up:")
-            code, peers = await _lookup_and_print(searcher, info_hash, json_out=json_out, status=status,
-                                                  timeout=30.0, announce_port=None, announce=False)
-            found = set(peers)
-        missing = peers_expected - found
-        if json_out:
-            print(json.dumps({"event": "demo", "nodes": n, "announced": len(peers_expected),
-                              "found": len(peers_expected & found)}), flush=True)
-        _say(f"found {len(peers_expected & found)} of {len(peers_expected)} announced peers; shutting down")
-    if code == EXIT_OK and not missing:
-        return EXIT_OK
-    return EXIT_NOT_FOUND
-
-
-async def run_testnet(n: int, *, seed: int = 0, port: int = 6881) -> int:
-    """Keep a loopback network up until Ctrl-C; print its bootstrap address."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    async def story() -> None:
+        nonlocal code
         _say(f"starting {n} DHT nodes on loopback...")
-        async with open_local_network(n, seed=seed, port=port) as net:
-            host, p = net.bootstrap_address
-            print(f"{host}:{p}", flush=True)
-            _say(f"{n} nodes up; join with --bootstrap {host}:{p} (libtorrent: dht_bootstrap_nodes={host}:{p}). "
-                 "Ctrl-C to stop.")
-            async for _ in signals:
-                break
+        async with open_local_network(n, seed=seed, base=base, progress=joined) as net:
+            status.clear()
+            nodes = net.nodes
+            sizes = sorted(len(node.table) for node in nodes)
+            where = _span(nodes[0].local_address, nodes[-1].local_address, net.shared_ip)
+            _say(f"{n} nodes up on {where} in {trio.current_time() - start:.1f} s; routing tables hold "
+                 f"{sizes[len(sizes) // 2]} contacts (median; {sizes[0]} to {sizes[-1]})")
+            if net.unjoined:
+                _say(f"({net.unjoined} nodes found no one to join in time; they keep trying)")
+
+            rng = random.Random(seed)
+            announcers = rng.sample(nodes[1:], min(DEMO_ANNOUNCERS, n - 1))
+            expected = {(node.local_address[0], DEMO_PEER_PORT + i) for i, node in enumerate(announcers)}
+            accepted: list[int] = []
+
+            async def announce(i: int) -> None:
+                accepted.append(await announcers[i].announce(info_hash, DEMO_PEER_PORT + i))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(len(announcers)):
+                    nursery.start_soon(announce, i)
+            _say(f"{len(announcers)} nodes announced infohash {info_hash.hex()} as peers on ports "
+                 f"{DEMO_PEER_PORT}-{DEMO_PEER_PORT + len(announcers) - 1} "
+                 f"({sum(accepted)} announces accepted by the nodes closest to it)")
+
+            # A transient node, so read-only (BEP 43), as ``mainline-dht peers`` is.
+            config = dataclasses.replace(net.config, read_only=True)
+            async with open_node(net.spare, bootstrap=(net.bootstrap_address,), config=config,
+                                 rng=random.Random(f"{seed}:searcher")) as searcher:
+                host, port = searcher.local_address
+                boot_host, boot_port = net.bootstrap_address
+                _say(f"a fresh node at {host}:{port}, knowing only {boot_host}:{boot_port}, looks it up:")
+                result = await lookup_and_print(searcher, info_hash, json_out=json_out, status=status,
+                                                timeout=DEMO_LOOKUP_TIMEOUT)
+            if result.code == EXIT_INTERRUPTED:
+                return
+            found = len(expected & set(result.peers))
+            if json_out:
+                emit({"event": "demo", "nodes": n, "info_hash": info_hash.hex(), "announced": len(expected),
+                      "found": found, "elapsed": round(trio.current_time() - start, 3)})
+            _say(f"found {found} of {len(expected)} announced peers; shutting down")
+            code = EXIT_OK if found == len(expected) else EXIT_NOT_FOUND
+
+    if await run_until_signal(story):
+        status.clear()
+        _say("interrupted; shut down")
+    return code
+
+
+async def run_testnet(n: int, *, seed: int = 0, base: Address = DEFAULT_BASE) -> int:
+    """Keep a loopback network of ``n`` nodes up until SIGINT or SIGTERM.
+
+    Prints the bootstrap address as ``IP:PORT`` on the first line of stdout
+    (for programs to read), and a human note on stderr.
+
+    Returns:
+        0 (stopped by a signal).
+
+    Raises:
+        OSError: a loopback address could not be bound.
+    """
+    status = Status(sys.stderr, enabled=sys.stderr.isatty())
+
+    def joined(done: int, total: int) -> None:
+        status.show(f"{done}/{total} nodes joined")
+
+    async def serve() -> None:
+        _say(f"starting {n} DHT nodes on loopback...")
+        async with open_local_network(n, seed=seed, base=base, progress=joined) as net:
+            status.clear()
+            host, port = net.bootstrap_address
+            where = _span(net.nodes[0].local_address, net.nodes[-1].local_address, net.shared_ip)
+            print(f"{host}:{port}", flush=True)
+            _say(f"{n} nodes up on {where}. Join with --bootstrap {host}:{port} "
+                 f"(libtorrent: dht_bootstrap_nodes={host}:{port}). Ctrl-C to stop.")
+            await trio.sleep_forever()
+
+    await run_until_signal(serve)
+    status.clear()
     _say("stopped")
-    return 0
+    return EXIT_OK
