@@ -464,6 +464,7 @@ async def lookup_and_print(
     announce: bool = False,
     announce_port: int | None = None,
     tried: str | None = None,
+    header: str | None = None,
 ) -> LookupResult:
     """Run a ``get_peers`` lookup, print each peer as it arrives, then a summary.
 
@@ -479,6 +480,7 @@ async def lookup_and_print(
         announce: announce ourselves afterwards (BEP 5 ``announce_peer``).
         announce_port: our peer port; ``None`` means ``implied_port``.
         tried: how to name the bootstrap nodes in the "nothing answered" error.
+        header: a line for stderr once Ctrl-C is handled (not printed with ``json_out``).
 
     Raises:
         CLIError: no node answered at all.
@@ -506,6 +508,8 @@ async def lookup_and_print(
         if threading.current_thread() is threading.main_thread():
             signals = stack.enter_context(trio.open_signal_receiver(signal.SIGINT))
             outer.start_soon(on_signal, signals)
+        if header is not None and not json_out:
+            _say(header)
         with trio.move_on_after(timeout) as limit, current:
             async with node.get_peers(info_hash) as stream:
                 started = stream.stats.started_at
@@ -580,8 +584,6 @@ async def cmd_peers(args: argparse.Namespace) -> int:
     tried = ", ".join(_describe(g, r) for g, r in resolved)
     status = Status(sys.stderr, enabled=sys.stderr.isatty() and not args.json)
     async with _open_cli_node(args.bind, bootstrap=[r for _, r in resolved], config=TRANSIENT) as node:
-        if not args.json:
-            _say(f"looking up peers for {info_hash.hex()} via {tried}")
         result = await lookup_and_print(
             node,
             info_hash,
@@ -591,6 +593,7 @@ async def cmd_peers(args: argparse.Namespace) -> int:
             announce=args.announce is not None or args.announce_implied,
             announce_port=args.announce,
             tried=tried,
+            header=f"looking up peers for {info_hash.hex()} via {tried}",
         )
     return result.code
 
