@@ -632,7 +632,7 @@ class DHTNode:
                     await self.bootstrap()
                     backoff = REBOOTSTRAP_BACKOFF[0]
                 except BootstrapError as exc:
-                    log.warning("%s; retrying in %g s", exc, backoff)
+                    log.warning("%s Retrying in %g s.", exc, backoff)
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, REBOOTSTRAP_BACKOFF[1])
                 continue
