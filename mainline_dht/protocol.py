@@ -403,7 +403,10 @@ class NodeProtocol:
         rate = self.config.ping_rate
         elapsed = now - self._ping_refill_at
         if elapsed > 0:
-            self._ping_tokens = min(rate, self._ping_tokens + elapsed * rate)
+            # + _PING_TOKEN_SLACK: at the instant get_timer named, rounding can leave
+            # 0.9999999999999978 tokens, and get_timer would name that instant again
+            # forever (a busy loop; a hang under trio's MockClock).
+            self._ping_tokens = min(rate, self._ping_tokens + elapsed * rate + _PING_TOKEN_SLACK)
             self._ping_refill_at = now
         return self._ping_tokens
 
@@ -517,6 +520,9 @@ class NodeProtocol:
 
 
 _PING: Final = Ping()
+#: Tokens added to every refill of the ping budget to absorb float rounding (see
+#: ``_refill_pings``); 1e-6 covers clock values up to ~1e8 s at 50 pings/s.
+_PING_TOKEN_SLACK: Final = 1e-6
 
 # Compact forms of addresses we answer often (our table's contacts, recent queriers).
 # A bounded memo: packing an address costs more than the rest of a ping reply.
