@@ -13,7 +13,7 @@ is drawn only when stderr is a terminal.
 
 Exit status: 0 success; 1 a lookup completed without peers (or the demo missed
 some); 2 errors (bad arguments, nothing answered, a port in use); 130
-interrupted.
+interrupted; 141 stdout was closed early (``| head``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import errno
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import threading
@@ -69,6 +70,8 @@ EXIT_OK: Final = 0
 EXIT_NOT_FOUND: Final = 1
 EXIT_ERROR: Final = 2
 EXIT_INTERRUPTED: Final = 130
+#: As a shell reports a command killed by SIGPIPE (128 + 13).
+EXIT_BROKEN_PIPE: Final = 141
 
 #: Seconds between status lines of ``mainline-dht node``.
 STATUS_INTERVAL: Final = 5.0
@@ -279,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a long-lived DHT node: it answers other nodes' queries, keeps its routing "
         "table fresh, prints a status line every few seconds and saves its routing table on exit "
         "(Ctrl-C or SIGTERM), so the next start rejoins without the routers.",
+        epilog="Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 error (the port is in use, say).",
     )
     p.add_argument("--bind", metavar="IP:PORT", type=_local_address, default=("0.0.0.0", 6881),
                    help="local UDP address (default 0.0.0.0:6881)")
@@ -309,10 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         parents=[common],
         help="a whole DHT on loopback: start nodes, announce, look up (no internet needed)",
-        description="Start N DHT nodes on distinct loopback addresses (127.0.1.1, 127.0.1.2, ...), "
-        "let a few announce a demo infohash, then look it up from a fresh node with live progress, "
-        "print the peers and the lookup's figures, and shut down. Real UDP; nothing leaves "
-        "this machine.",
+        description="Start N DHT nodes on distinct loopback addresses (127.0.1.1, 127.0.1.2, ...; "
+        "127.0.0.1 on distinct ports where the system routes no other), let a few announce a demo "
+        "infohash, then look it up from a fresh node with live progress, print the peers and the "
+        "lookup's figures, and shut down. Real UDP; nothing leaves this machine.",
         epilog="Exit status: 0 every announced peer was found; 1 some were missed; 2 error.",
     )
     p.add_argument("--nodes", metavar="N", type=_node_count, default=300, help="nodes in the network (default 300)")
@@ -330,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start N DHT nodes on loopback and keep them running until Ctrl-C (or SIGTERM), so "
         "other programs (another mainline-dht, libtorrent, any client) can join through the "
         "bootstrap address printed on the first line of stdout.",
+        epilog="Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 error (the port is in use, say).",
     )
     p.add_argument("--nodes", metavar="N", type=_node_count, default=100, help="nodes in the network (default 100)")
     p.add_argument("--seed", metavar="S", type=int, default=0, help="seed for the node IDs (default 0)")
@@ -362,7 +367,10 @@ async def _open_cli_node(bind: Address, **options: Any) -> AsyncIterator[DHTNode
         try:
             node = await stack.enter_async_context(open_node(bind, **options))
         except OSError as exc:
+            if exc.filename is not None:  # the state file, not the socket
+                raise CLIError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
             raise _bind_error(_format_address(bind), exc, "--bind IP:PORT") from None
+        log.debug("node %s bound to %s", node.node_id.hex(), _format_address(node.local_address))
         yield node
 
 
@@ -582,6 +590,7 @@ async def cmd_peers(args: argparse.Namespace) -> int:
     for failure in failures:
         log.warning("cannot resolve bootstrap node %s", failure)
     tried = ", ".join(_describe(g, r) for g, r in resolved)
+    log.debug("bootstrap nodes: %s", tried)
     status = Status(sys.stderr, enabled=sys.stderr.isatty() and not args.json)
     async with _open_cli_node(args.bind, bootstrap=[r for _, r in resolved], config=TRANSIENT) as node:
         result = await lookup_and_print(
@@ -737,7 +746,9 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     try:
         return await run_demo(args.nodes, seed=args.seed, json_out=args.json, base=(ip, port or 0))
     except OSError as exc:
-        raise _bind_error(exc.filename or f"{ip}:{port or 0}", exc, "--base IP:PORT") from None
+        if exc.filename is None:  # not a bind failure of open_local_network
+            raise
+        raise _bind_error(exc.filename, exc, "--base IP:PORT") from None
 
 
 async def cmd_testnet(args: argparse.Namespace) -> int:
@@ -749,7 +760,9 @@ async def cmd_testnet(args: argparse.Namespace) -> int:
     try:
         return await run_testnet(args.nodes, seed=args.seed, base=(ip, port))
     except OSError as exc:
-        raise _bind_error(exc.filename or f"{ip}:{port}", exc, "--base IP:PORT") from None
+        if exc.filename is None:  # not a bind failure of open_local_network
+            raise
+        raise _bind_error(exc.filename, exc, "--base IP:PORT") from None
 
 
 COMMANDS: Final[dict[str, Callable[[argparse.Namespace], Awaitable[int]]]] = {
@@ -823,6 +836,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return trio.run(COMMANDS[args.command], args)
     except BaseException as raised:  # noqa: BLE001 - sorted below; anything unexpected is re-raised
         exc = _expected(raised)
+        if isinstance(exc, BrokenPipeError):  # stdout closed early (| head): stop quietly
+            try:  # so that the interpreter's final flush does not fail again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass  # not a real file
+            return EXIT_BROKEN_PIPE
         if isinstance(exc, KeyboardInterrupt):
             _error("interrupted")
             return EXIT_INTERRUPTED

@@ -6,9 +6,11 @@ a DHT client on 6881 or with other tests' address ranges.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import socket
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -137,3 +139,23 @@ async def test_open_local_network_rejects_no_nodes() -> None:
     with pytest.raises(ValueError):
         async with open_local_network(0):
             pass  # pragma: no cover
+
+
+class _ClosedAfterOneLine(io.StringIO):
+    """A stdout whose reader goes away after the first line, as ``| head -1`` does."""
+
+    def write(self, text: str) -> int:
+        if "\n" in self.getvalue():
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_demo_stops_quietly_when_stdout_is_closed(capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    stdout = _ClosedAfterOneLine()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    code = cli.main(["demo", "--nodes", "20", "--base", "127.0.72.230", "--json"])
+    assert code == cli.EXIT_BROKEN_PIPE
+    assert json.loads(stdout.getvalue())["event"] == "peer"
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error" not in err
