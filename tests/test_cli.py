@@ -309,12 +309,23 @@ def test_peers_bad_target(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(err.splitlines()) == 1
 
 
-def test_peers_nothing_answers(capsys: pytest.CaptureFixture[str]) -> None:
+def test_peers_nothing_answers(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    resolved: list[Address] = []
+    real = node_module.resolve_address
+
+    async def recording(addr: Address) -> Address:
+        resolved.append(addr)
+        return await real(addr)
+
+    monkeypatch.setattr(node_module, "resolve_address", recording)
     code, out, err = _run(capsys, "peers", INFO_HASH.hex(), "--bootstrap", DEAD, "--timeout", "1", "--json")
     assert code == cli.EXIT_ERROR
     assert out == ""
     assert "mainline-dht: error: no DHT node answered" in err
     assert DEAD in err and "--bootstrap HOST:PORT" in err
+    # --bootstrap replaces the default routers: they are neither resolved nor named.
+    assert set(resolved) == {("127.0.71.250", 9)}
+    assert "router.bittorrent.com" not in err
 
 
 def test_default_bootstrap_routers() -> None:
