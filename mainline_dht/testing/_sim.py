@@ -171,6 +171,10 @@ def prefill_tables(nodes: Sequence[DHTNode], everyone: Sequence[Contact], *, rng
                 break
 
 
+#: Nodes that join one at a time before the rest join in parallel (as localnet does).
+_FIRST_WAVE = 16
+
+
 def _address(i: int) -> Address:
     # 10.0.0.0/8 addresses, memory only: the in-memory network never touches a socket.
     rest, host = divmod(i, 254)
@@ -236,8 +240,13 @@ async def open_sim_network(
                     node.bootstrap_nodes = (first.local_address,)
                     await node.bootstrap()
 
+            # The first few join one by one, so the first node's table holds someone
+            # for the next to learn of (all at once, they would each find only the
+            # first node and stop there); the rest join in parallel.
+            for node in nodes[1:_FIRST_WAVE]:
+                await join_one(node)
             async with trio.open_nursery() as nursery:
-                for node in nodes[1:]:
+                for node in nodes[_FIRST_WAVE:]:
                     nursery.start_soon(join_one, node)
         else:
             raise ValueError(f"join must be 'prefill' or 'bootstrap', not {join!r}")
