@@ -1,0 +1,373 @@
+"""Tests of mainline_dht.node on the in-memory network, under trio's virtual clock.
+
+Every test takes pytest-trio's ``autojump_clock`` fixture (MockClock with
+autojump_threshold=0), so latencies and timeouts cost no wall time, and runs
+inside a ``trio.fail_after`` on that virtual clock, so a lost reply fails the
+test instead of hanging it. Randomness comes from seeded ``random.Random``s.
+Assertions are on outcomes (peer found, table filled, counts), never on the
+exact interleaving of tasks, which trio randomises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+
+from mainline_dht.contact import Address
+from mainline_dht.errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
+from mainline_dht.krpc import AnnouncePeer, FindNode, GetPeers, Ping, SampleInfohashes, UnknownQuery
+from mainline_dht.node import MAINTENANCE_INTERVAL, DHTNode, open_node
+from mainline_dht.protocol import DEFAULT_QUERY_TIMEOUT, NodeConfig
+from mainline_dht.testing import LinkModel, MemoryNetwork, open_memory_network
+from mainline_dht.testing._sim import SimNetwork, open_sim_network
+
+#: Simulated seconds any one test may take.
+VIRTUAL_LIMIT = 3600.0
+INFO_HASH = hashlib.sha1(b"test_node_memory").digest()
+
+
+@asynccontextmanager
+async def two_nodes(
+    *, link: LinkModel = LinkModel(median_rtt=0.05, sigma=0.0)
+) -> AsyncIterator[tuple[MemoryNetwork, DHTNode, DHTNode]]:
+    async with open_memory_network(rng=random.Random(0), link=link) as net, AsyncExitStack() as stack:
+        a = await stack.enter_async_context(
+            open_node(transport=net.open_transport(), bootstrap=(), rng=random.Random("a"))
+        )
+        b = await stack.enter_async_context(
+            open_node(transport=net.open_transport(), bootstrap=(), rng=random.Random("b"))
+        )
+        yield net, a, b
+
+
+@asynccontextmanager
+async def sim(n: int, *, seed: int = 0, join: str = "prefill", **kw: object) -> AsyncIterator[SimNetwork]:
+    link = kw.pop("link", LinkModel(median_rtt=0.1))
+    async with open_sim_network(n, seed=seed, link=link, join=join, **kw) as net:  # type: ignore[arg-type]
+        yield net
+
+
+# --- single queries --------------------------------------------------------------------------
+
+
+async def test_query_and_ping_return_responses(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with two_nodes() as (_, a, b):
+            start = trio.current_time()
+            resp = await a.ping(b.local_address)
+            assert resp.sender_id == b.node_id
+            assert resp.ip == a.local_address  # BEP 42 as b saw us
+            assert trio.current_time() - start == pytest.approx(0.05)
+            resp = await a.query(b.local_address, FindNode(a.node_id))
+            assert resp.sender_id == b.node_id
+            resp = await a.query(b.local_address, GetPeers(INFO_HASH))
+            assert resp.token is not None and resp.values == ()
+            token = resp.token
+            resp = await a.query(b.local_address, AnnouncePeer(INFO_HASH, 4444, token))
+            assert b.proto.peer_store.num_peers == 1
+            resp = await a.query(b.local_address, GetPeers(INFO_HASH))
+            assert resp.values == ((a.local_address[0], 4444),)
+            resp = await a.sample_infohashes(b.local_address)
+            assert resp.samples == (INFO_HASH,) and resp.num == 1
+            # Both ended up in each other's tables (b verified a with a ping).
+            await trio.sleep(1.0)
+            assert b.node_id in a.table and a.node_id in b.table
+
+
+async def test_query_timeout_when_the_remote_is_dead(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with two_nodes() as (net, a, b):
+            await a.ping(b.local_address)
+            net.set_dead(b.local_address)
+            start = trio.current_time()
+            with pytest.raises(QueryTimeout) as info:
+                await a.ping(b.local_address)
+            assert info.value.addr == b.local_address and info.value.method == b"ping"
+            assert trio.current_time() - start == pytest.approx(DEFAULT_QUERY_TIMEOUT)
+            with pytest.raises(QueryTimeout):
+                await a.query(b.local_address, FindNode(INFO_HASH), timeout=1.5)
+            assert trio.current_time() - start == pytest.approx(DEFAULT_QUERY_TIMEOUT + 1.5)
+            assert a.proto.outstanding == 0
+            # Alive again: answers again.
+            net.set_dead(b.local_address, False)
+            assert (await a.ping(b.local_address)).sender_id == b.node_id
+
+
+async def test_krpc_error_for_an_error_reply(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with two_nodes() as (_, a, b):
+            with pytest.raises(KRPCError) as info:
+                await a.query(b.local_address, UnknownQuery(b"frob"))
+            assert info.value.code == 204 and info.value.addr == b.local_address
+            with pytest.raises(KRPCError) as info:
+                await a.query(b.local_address, AnnouncePeer(INFO_HASH, 4444, b"wrong token"))
+            assert info.value.code == 203
+            assert b.proto.peer_store.num_peers == 0
+            # Unknown methods carrying a target are answered like find_node.
+            resp = await a.query(b.local_address, UnknownQuery(b"frob", INFO_HASH))
+            assert resp.sender_id == b.node_id
+
+
+async def test_query_refuses_caller_mistakes(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with two_nodes() as (_, a, b):
+            with pytest.raises(LocalProtocolError):
+                await a.query((b.local_address[0], 0), Ping())
+            with pytest.raises(LocalProtocolError):
+                async with a.get_peers(b"short"):
+                    pass  # pragma: no cover
+            with pytest.raises(LocalProtocolError):
+                await a.announce(INFO_HASH, port=70000)
+
+
+async def test_a_cancelled_query_leaves_nothing_outstanding(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with two_nodes() as (net, a, b):
+            net.set_dead(b.local_address)
+            with trio.move_on_after(1.0):
+                await a.ping(b.local_address)
+            assert a.proto.outstanding == 0 and not a._waiters
+
+
+# --- lookups ---------------------------------------------------------------------------------
+
+
+async def test_get_peers_streams_each_peer_once_as_it_arrives(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with sim(200, seed=1) as net:
+            nodes = net.nodes
+            announcers = nodes[10:15]
+            expected = set()
+            for i, node in enumerate(announcers):
+                assert await node.announce(INFO_HASH, 7000 + i) >= 6
+                expected.add((node.local_address[0], 7000 + i))
+            seeker = nodes[100]
+            got: list[tuple[float, Address]] = []
+            async with seeker.get_peers(INFO_HASH) as stream:
+                async for peer in stream:
+                    got.append((trio.current_time(), peer))
+            peers = [p for _, p in got]
+            assert len(peers) == len(set(peers))  # each peer once, though many nodes hold it
+            assert set(peers) == expected
+            st = stream.stats
+            assert st.finished_at is not None and st.first_peer_at is not None
+            # The first peer reached us the moment its reply landed, well before the end.
+            assert got[0][0] == st.first_peer_at
+            assert st.first_peer_at < st.finished_at
+            assert got[0][0] - st.started_at < st.finished_at - st.started_at - 0.05
+            assert stream.peers == peers
+
+
+async def test_announce_then_another_node_finds_the_peer(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with sim(150, seed=2) as net:
+            a, b = net.nodes[3], net.nodes[120]
+            acks = await a.announce(INFO_HASH, 51413)
+            assert 6 <= acks <= 8
+            holders = [n for n in net.nodes if n.proto.peer_store.num_peers]
+            assert len(holders) == acks
+            found = []
+            async with b.get_peers(INFO_HASH) as stream:
+                async for peer in stream:
+                    found.append(peer)
+            assert found == [(a.local_address[0], 51413)]
+            # implied_port: the holders store our UDP source port.
+            acks = await b.announce(INFO_HASH)
+            assert acks >= 6
+            async with a.get_peers(INFO_HASH) as stream:
+                seen = {peer async for peer in stream}
+            assert b.local_address in seen
+
+
+async def test_find_node_converges_on_the_closest(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with sim(200, seed=3) as net:
+            target = random.Random(9).randbytes(20)
+            found = await net.nodes[0].find_node(target)
+            t = int.from_bytes(target, "big")
+            truth = sorted((c for c in net.contacts if c.id != net.nodes[0].node_id), key=lambda c: int.from_bytes(c.id, "big") ^ t)
+            assert [c.id for c in found] == [c.id for c in truth[:8]]
+
+
+async def test_cancelling_a_lookup_midway_leaves_no_queries_behind(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with sim(200, seed=4, dead_fraction=0.3) as net:
+            for i, node in enumerate(net.nodes[:6]):
+                await node.announce(INFO_HASH, 6000 + i)
+            seeker = net.nodes[-1]
+            assert seeker.proto.outstanding == 0
+            async with seeker.get_peers(INFO_HASH) as stream:
+                async for _ in stream:
+                    # Midway: queries are in flight, some to dead nodes.
+                    assert not stream.lookup.done and seeker.proto.outstanding > 0
+                    break
+            assert not seeker._waiters  # every query task of the lookup is gone
+            # Nothing of the lookup is still waiting for an answer, timeouts included.
+            await trio.sleep(DEFAULT_QUERY_TIMEOUT + 1.0)
+            assert seeker.proto.outstanding == 0
+
+
+async def test_an_exception_inside_get_peers_propagates_as_itself(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with sim(50, seed=5) as net:
+            with pytest.raises(KeyError, match="mine"):
+                async with net.nodes[0].get_peers(INFO_HASH) as stream:
+                    async for _ in stream:
+                        pass
+                    raise KeyError("mine")
+
+
+# --- joining -----------------------------------------------------------------------------------
+
+
+async def test_bootstrap_error_names_what_was_tried(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_memory_network(rng=random.Random(0)) as net:
+            dead = ("10.99.0.1", 6881)
+            net.set_dead(dead)
+            async with open_node(transport=net.open_transport(), bootstrap=(dead, ("10.99.0.2", 25401)), rng=random.Random(1)) as node:
+                start = trio.current_time()
+                with pytest.raises(BootstrapError) as info:
+                    await node.bootstrap(timeout=4.0)
+                message = str(info.value)
+                assert "10.99.0.1:6881" in message and "10.99.0.2:25401" in message
+                assert "--bootstrap" in message
+                assert trio.current_time() - start <= 4.0 + DEFAULT_QUERY_TIMEOUT
+                assert not node.joined.is_set()
+            async with open_node(transport=net.open_transport(), bootstrap=(), rng=random.Random(2)) as node:
+                with pytest.raises(BootstrapError, match="no bootstrap nodes"):
+                    await node.bootstrap(timeout=1.0)
+
+
+async def test_bootstrap_joins_through_a_router_that_stays_out_of_the_table(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with sim(100, seed=6) as net:
+            router = net.nodes[0]
+            async with open_node(
+                transport=net.net.open_transport(), bootstrap=(router.local_address,), rng=random.Random(7)
+            ) as node:
+                size = await node.bootstrap()
+                assert size >= 16 and node.joined.is_set()
+                assert router.node_id not in node.table  # BEP 5: routers stay out
+                # The newcomer is known to others now (they verified it).
+                assert sum(node.node_id in n.table for n in net.nodes) >= 8
+
+
+async def test_join_in_background_logs_instead_of_raising(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_memory_network(rng=random.Random(0)) as net:
+            with caplog.at_level(logging.WARNING, logger="mainline_dht.node"):
+                async with open_node(
+                    transport=net.open_transport(),
+                    bootstrap=(("10.99.0.1", 6881),),
+                    rng=random.Random(1),
+                    join=True,
+                    bootstrap_timeout=2.0,
+                ) as node:
+                    await trio.sleep(5.0)
+                    assert not node.joined.is_set()
+            assert any("--bootstrap" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_node_whose_table_runs_empty_bootstraps_again(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with sim(60, seed=8) as net:
+            router = net.nodes[0]
+            net.net.set_dead(router.local_address)  # down at first
+            with caplog.at_level(logging.WARNING, logger="mainline_dht.node"):
+                async with open_node(
+                    transport=net.net.open_transport(),
+                    bootstrap=(router.local_address,),
+                    rng=random.Random(9),
+                    bootstrap_timeout=3.0,
+                ) as node:
+                    # Maintenance tries, fails (logged) and backs off.
+                    await trio.sleep(MAINTENANCE_INTERVAL + 3.0 + 1.0)
+                    assert len(node.table) == 0
+                    assert any("retrying" in r.getMessage().lower() for r in caplog.records)
+                    net.net.set_dead(router.local_address, False)
+                    with trio.fail_after(120.0):
+                        while len(node.table) < 8:
+                            await trio.sleep(1.0)
+                    # Lose every contact: maintenance notices and joins again.
+                    while len(node.table):  # (replacements step in for removed entries)
+                        for entry in list(node.table):
+                            node.table.remove(entry.id)
+                    start = trio.current_time()
+                    while len(node.table) < 8:
+                        await trio.sleep(0.5)
+                    assert trio.current_time() - start <= MAINTENANCE_INTERVAL + 5.0
+
+
+async def test_a_500_node_network_fills_its_tables_by_bootstrapping(autojump_clock: trio.testing.MockClock) -> None:
+    # Short latencies: the same joins, fewer distinct arrival instants (faster to simulate).
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with sim(500, seed=10, join="bootstrap", link=LinkModel(median_rtt=0.02)) as net:
+            sizes = [len(n.table) for n in net.nodes]
+            assert min(sizes) >= 8, sorted(sizes)[:10]
+            assert sum(sizes) / len(sizes) >= 20
+            assert all(n.joined.is_set() for n in net.nodes[1:])
+
+
+# --- the node's lifetime -----------------------------------------------------------------------
+
+
+async def test_open_node_raises_the_users_own_exception(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_memory_network(rng=random.Random(0)) as net:
+            transport = net.open_transport()
+            with pytest.raises(ValueError, match="mine") as info:
+                async with open_node(transport=transport, bootstrap=(), rng=random.Random(1)):
+                    raise ValueError("mine")
+            assert type(info.value) is ValueError  # not an ExceptionGroup
+            # A transport handed in stays the caller's: still open.
+            assert not transport.closed
+
+
+async def test_open_node_exits_cleanly(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_memory_network(rng=random.Random(0)) as net:
+            a_t, b_t = net.open_transport(), net.open_transport()
+            async with open_node(transport=b_t, bootstrap=(), rng=random.Random(2)) as b:
+                async with open_node(transport=a_t, bootstrap=(), rng=random.Random(1)) as a:
+                    await a.ping(b.local_address)
+                    await trio.sleep(2 * MAINTENANCE_INTERVAL)  # background tasks run meanwhile
+                # a is gone: its address no longer answers (its tasks stopped reading).
+                with pytest.raises(QueryTimeout):
+                    await b.ping(a_t.local_address, timeout=1.0)
+                assert a_t.queued == 1 and not a_t.closed  # the ping waits, unread
+
+
+async def test_serve_node_hands_back_a_running_node(autojump_clock: trio.testing.MockClock) -> None:
+    from mainline_dht.node import serve_node
+
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_memory_network(rng=random.Random(0)) as net, trio.open_nursery() as nursery:
+            a = await nursery.start(
+                lambda task_status: serve_node(
+                    transport=net.open_transport(), bootstrap=(), rng=random.Random(1), task_status=task_status
+                )
+            )
+            async with open_node(transport=net.open_transport(), bootstrap=(), rng=random.Random(2)) as b:
+                assert (await b.ping(a.local_address)).sender_id == a.node_id
+            nursery.cancel_scope.cancel()
+
+
+async def test_sample_infohashes_query_over_memory(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with two_nodes() as (_, a, b):
+            resp = await a.query(b.local_address, SampleInfohashes(INFO_HASH))
+            assert resp.samples == () and resp.num == 0 and resp.interval == NodeConfig().sample_interval
