@@ -1,0 +1,134 @@
+"""Tests of the trio node's use of the state file, on the in-memory network.
+
+Virtual time (pytest-trio's ``autojump_clock``) lets the node's periodic save
+and its maintenance run in no wall time; each test runs under a
+``trio.fail_after`` on that clock. The file format itself is tested in
+test_state_file.py; here: when the node saves, what it reads back at start,
+and how it rejoins from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from mainline_dht.errors import BootstrapError
+from mainline_dht.node import MAINTENANCE_INTERVAL, SAVE_INTERVAL, open_node
+from mainline_dht.state_file import load_contacts
+from mainline_dht.testing import LinkModel
+from mainline_dht.testing._sim import open_sim_network
+
+VIRTUAL_LIMIT = 3600.0
+WALL = 1_700_000_123.0
+
+
+def wall_clock() -> float:
+    return WALL
+
+
+async def test_the_table_is_saved_periodically_and_on_exit(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    state = tmp_path / "state" / "table.dat"  # the directory is created on demand
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_sim_network(60, seed=1, link=LinkModel(median_rtt=0.05)) as sim:
+            async with open_node(
+                transport=sim.net.open_transport(),
+                bootstrap=(sim.nodes[0].local_address,),
+                state_path=state,
+                rng=random.Random(1),
+                wall_clock=wall_clock,
+            ) as node:
+                await node.bootstrap()
+                await trio.sleep(SAVE_INTERVAL - MAINTENANCE_INTERVAL)
+                assert not state.exists()  # not yet
+                await trio.sleep(2 * MAINTENANCE_INTERVAL)
+                assert state.exists()  # the periodic save, while running
+                own_id, contacts = load_contacts(state)
+                assert own_id == node.node_id
+                assert {c.id for c in contacts} >= {e.id for e in node.table if not e.is_bad}
+                state.unlink()
+            assert state.exists()  # and on exit
+            assert sorted(p.name for p in state.parent.iterdir()) == [state.name]
+
+
+async def test_a_restarted_node_rejoins_from_saved_contacts_by_itself(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    state = tmp_path / "table.dat"
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_sim_network(80, seed=2, link=LinkModel(median_rtt=0.05)) as sim:
+            async with open_node(
+                transport=sim.net.open_transport(),
+                bootstrap=(sim.nodes[0].local_address,),
+                state_path=state,
+                rng=random.Random(2),
+            ) as node:
+                await node.bootstrap()
+                first_id = node.node_id
+                before = len(node.table)
+                first_ids = {e.id for e in node.table}
+            _, saved = load_contacts(state)
+            assert len(saved) >= before >= 16
+            # No routers, no explicit bootstrap: maintenance rejoins from the file,
+            # and every saved contact is pinged (not only the k closest).
+            async with open_node(
+                transport=sim.net.open_transport(), bootstrap=(), state_path=state, rng=random.Random(3)
+            ) as node:
+                assert node.node_id == first_id
+                assert len(node.table) == 0
+                await trio.sleep(MAINTENANCE_INTERVAL + 5.0)
+                assert node.joined.is_set()
+                assert len(node.table) >= before - 2
+                # Mostly the same contacts as before the restart.
+                assert len(first_ids & {e.id for e in node.table}) >= len(first_ids) * 3 // 4
+
+
+async def test_dead_saved_contacts_give_a_bootstrap_error_and_keep_the_file(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    state = tmp_path / "table.dat"
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_sim_network(40, seed=3, link=LinkModel(median_rtt=0.05)) as sim:
+            async with open_node(
+                transport=sim.net.open_transport(),
+                bootstrap=(sim.nodes[0].local_address,),
+                state_path=state,
+                rng=random.Random(4),
+            ) as node:
+                await node.bootstrap()
+            before = state.read_bytes()
+            _, saved = load_contacts(state)
+            for contact in saved:
+                sim.net.set_dead(contact.addr)
+            async with open_node(
+                transport=sim.net.open_transport(), bootstrap=(), state_path=state, rng=random.Random(5)
+            ) as node:
+                with pytest.raises(BootstrapError, match=f"{len(saved)} saved contacts"):
+                    await node.bootstrap(timeout=3.0)
+            # An offline run does not replace the saved contacts with an empty table.
+            assert state.read_bytes() == before
+
+
+async def test_an_unwritable_state_path_is_a_warning_not_a_crash(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_bytes(b"")
+    state = blocker / "table.dat"
+    with trio.fail_after(VIRTUAL_LIMIT), caplog.at_level(logging.WARNING, logger="mainline_dht.node"):
+        async with open_sim_network(20, seed=4, link=LinkModel(median_rtt=0.05)) as sim:
+            async with open_node(
+                transport=sim.net.open_transport(),
+                bootstrap=(sim.nodes[0].local_address,),
+                state_path=state,
+                rng=random.Random(6),
+            ) as node:
+                await node.bootstrap()
+    assert any("cannot save" in r.getMessage() for r in caplog.records)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-directory"]
