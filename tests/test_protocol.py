@@ -38,7 +38,7 @@ from mainline_dht.krpc import (
     unpack_peer_untrusted,
 )
 from mainline_dht.protocol import CLIENT_VERSION, DEFAULT_QUERY_TIMEOUT, PEER_EXPIRY_SWEEP, NodeConfig, NodeProtocol
-from mainline_dht.routing_table import BAD_AFTER_FAILURES, NodeStatus
+from mainline_dht.routing_table import BAD_AFTER_FAILURES, NodeStatus, TableEntry
 
 SERVER: Address = ("10.0.0.1", 6881)
 CLIENT: Address = ("10.9.8.7", 51413)
@@ -58,6 +58,20 @@ def populate(core: NodeProtocol, n: int, *, seed: int = 0, now: float = 0.0) -> 
     for i in range(n):
         core.table.heard_from(Contact(rng.randbytes(20), stranger(0x20000 + i)), now, responded=True)
     return [e.contact for e in core.table]
+
+
+def entry(core: NodeProtocol, node: bytes) -> TableEntry:
+    """The live table entry of ``node`` (it must be there)."""
+    e = core.table.get(node)
+    assert e is not None
+    return e
+
+
+def timer(core: NodeProtocol) -> float:
+    """The core's next deadline (it always has one: the peer sweep)."""
+    t = core.get_timer()
+    assert t is not None
+    return t
 
 
 def only_reply(core: NodeProtocol, data: bytes, addr: Address = CLIENT, now: float = 0.0) -> dict:
@@ -405,7 +419,7 @@ def test_a_malformed_error_reply_is_counted() -> None:
 
 
 def _response(tid: bytes, sender: bytes, **r: object) -> bytes:
-    body = {b"id": sender}
+    body: dict[bytes, object] = {b"id": sender}
     body.update({k.encode(): v for k, v in r.items()})
     return bencode.encode({b"t": tid, b"y": b"r", b"r": body})
 
@@ -492,13 +506,13 @@ def test_timeouts_count_against_the_table_entry_until_it_is_bad() -> None:
     core = make_core("s")
     contact = populate(core, 1)[0]
     now = 0.0
-    assert core.table.get(contact.id).status(now) is NodeStatus.GOOD
+    assert entry(core, contact.id).status(now) is NodeStatus.GOOD
     for failures in range(1, BAD_AFTER_FAILURES + 1):
         core.send_query(Ping(), contact.addr, now, node_id=contact.id)
-        now = core.get_timer()
+        now = timer(core)
         core.handle_timer(now)
-        assert core.table.get(contact.id).failures == failures
-    assert core.table.get(contact.id).status(now) is NodeStatus.BAD
+        assert entry(core, contact.id).failures == failures
+    assert entry(core, contact.id).status(now) is NodeStatus.BAD
     assert contact not in core.table.closest(contact.id, 8)
 
 
@@ -508,7 +522,7 @@ def test_a_timeout_without_node_id_or_learn_leaves_the_table_alone() -> None:
     core.send_query(Ping(), contact.addr, 0.0)  # no node_id
     core.send_query(Ping(), contact.addr, 0.0, node_id=contact.id, learn=False)
     core.handle_timer(100.0)
-    assert core.table.get(contact.id).failures == 0
+    assert entry(core, contact.id).failures == 0
 
 
 # --- learning contacts -------------------------------------------------------------------------
@@ -529,7 +543,7 @@ def test_a_querier_is_verified_by_a_ping_and_enters_when_it_answers() -> None:
     assert [decode(d)[b"y"] for d, _ in core.datagrams_to_send()] == [b"r"]
     # The answer admits it, as good; no event for an internal ping.
     core.receive_datagram(_response(pings[0][b"t"], them), CLIENT, 1.0)
-    assert core.table.get(them).status(1.0) is NodeStatus.GOOD
+    assert entry(core, them).status(1.0) is NodeStatus.GOOD
     assert drain_events(core) == []
 
 
@@ -604,7 +618,7 @@ def test_over_budget_pings_are_queued_and_sent_later() -> None:
     assert core.stats.pings_rate_limited == 10 - 2 - 4  # beyond the queue bound: dropped
     assert core.get_timer() == pytest.approx(0.5, abs=1e-3)  # one token per 1/rate seconds
     now = 0.0
-    while (t := core.get_timer()) < 30.0:
+    while (t := timer(core)) < 30.0:
         assert t >= now  # never a timer in the past (a busy driver)
         now = t
         core.handle_timer(now)
