@@ -47,6 +47,8 @@ MAX_DATAGRAM = 65_536
 #: ``want`` list); libtorrent 2.1 drops messages nested 10 deep (fixtures/README.md).
 MAX_DEPTH = 32
 
+_bdecode = fastbencode.bdecode
+
 _bencodepy = bencodepy.Bencode(encoding=None, encoding_fallback=None, dict_ordered=True, dict_ordered_sort=True)
 
 
@@ -79,7 +81,13 @@ def decode_untrusted(data: bytes) -> Any:
     """
     if len(data) > MAX_DATAGRAM:
         raise DecodeError(f"datagram of {len(data)} bytes is larger than {MAX_DATAGRAM}")
-    value = _decode_strict(data)
+    # _decode_strict, inlined: this runs for every datagram a node receives.
+    try:
+        value = _bdecode(data)
+    except RecursionError:
+        raise DecodeError("bencode nesting too deep") from None
+    except Exception as exc:  # the decoder's own errors: ValueError, TypeError, ...
+        raise DecodeError(f"invalid bencode: {exc}") from None
     # Every level of nesting closes with its own b"e", so most datagrams skip the walk.
     if data.count(b"e") > MAX_DEPTH:
         _check_depth(value)

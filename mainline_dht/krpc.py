@@ -38,6 +38,11 @@ __all__ = [
     "Message",
     "encode_message",
     "decode_message_untrusted",
+    "decode_value_untrusted",
+    "query_fields_untrusted",
+    "QUERY_PING",
+    "QUERY_FIND_NODE",
+    "QUERY_GET_PEERS",
     "pack_peer",
     "unpack_peer_untrusted",
     "pack_nodes",
@@ -412,7 +417,19 @@ def decode_message_untrusted(data: bytes) -> Message:
             query whose transaction ID could be read (answer it with 203).
             No other exception escapes.
     """
-    value = bencode.decode_untrusted(data)
+    return decode_value_untrusted(bencode.decode_untrusted(data))
+
+
+def decode_value_untrusted(value: Any) -> Message:
+    """Validate a datagram already decoded by :func:`bencode.decode_untrusted`.
+
+    :func:`decode_message_untrusted` is this after the bencode step; a caller that
+    looked at the decoded value first (:func:`query_fields_untrusted`) uses it so
+    the bytes are decoded only once.
+
+    Raises:
+        DecodeError: as :func:`decode_message_untrusted`.
+    """
     if type(value) is not dict:
         raise DecodeError("KRPC message is not a dictionary")
     tid = value.get(b"t")
@@ -432,6 +449,69 @@ def decode_message_untrusted(data: bytes) -> Message:
     if y == b"e":
         return _decode_error(value, tid, version)
     raise DecodeError(f"unknown message type 'y': {_describe(y)}", tid=tid)
+
+
+#: :func:`query_fields_untrusted` kinds.
+QUERY_PING: Final = 0
+QUERY_FIND_NODE: Final = 1
+QUERY_GET_PEERS: Final = 2
+
+#: The hot queries' method names, as the constants :func:`query_fields_untrusted` returns.
+_METHOD_PING: Final = b"ping"
+_METHOD_FIND_NODE: Final = b"find_node"
+_METHOD_GET_PEERS: Final = b"get_peers"
+
+
+def query_fields_untrusted(value: Any) -> tuple[int, bytes, bytes, bytes, bytes | None, bool] | None:
+    """Read a valid ``ping``, ``find_node`` or ``get_peers`` query without building objects.
+
+    The serving hot path: most datagrams a node receives are these three queries,
+    and answering them needs only a few fields. This checks exactly what
+    :func:`decode_value_untrusted` checks for them; anything else (another
+    method, a response, a missing or malformed field) returns ``None``, and the
+    caller then asks :func:`decode_value_untrusted` for the message or the error.
+    Whenever this returns fields, :func:`decode_value_untrusted` would return a
+    :class:`QueryMessage` with the same ``tid``, ``sender_id``, target and
+    ``read_only``. Never raises.
+
+    Args:
+        value: the output of :func:`bencode.decode_untrusted`.
+
+    Returns:
+        ``(kind, method, tid, sender_id, target, read_only)``: ``kind`` is
+        :data:`QUERY_PING`, :data:`QUERY_FIND_NODE` or :data:`QUERY_GET_PEERS`;
+        ``target`` is the 20-byte ``target`` or ``info_hash`` (``None`` for
+        ``ping``); ``read_only`` is BEP 43's ``ro`` = 1. Or ``None``.
+    """
+    if type(value) is not dict or value.get(b"y") != b"q":
+        return None
+    tid = value.get(b"t")
+    args = value.get(b"a")
+    if type(tid) is not bytes or len(tid) > MAX_TID_LENGTH or type(args) is not dict:
+        return None
+    sender = args.get(b"id")
+    if type(sender) is not bytes or len(sender) != ID_LENGTH:
+        return None
+    method = value.get(b"q")
+    if method == _METHOD_PING:
+        kind = QUERY_PING
+        method = _METHOD_PING
+        target = None
+    else:
+        if method == _METHOD_FIND_NODE:
+            kind = QUERY_FIND_NODE
+            method = _METHOD_FIND_NODE
+            target = args.get(b"target")
+        elif method == _METHOD_GET_PEERS:
+            kind = QUERY_GET_PEERS
+            method = _METHOD_GET_PEERS
+            target = args.get(b"info_hash")
+        else:
+            return None
+        if type(target) is not bytes or len(target) != ID_LENGTH:
+            return None
+    ro = value.get(b"ro")
+    return (kind, method, tid, sender, target, type(ro) is int and ro == 1)
 
 
 def _describe(value: Any) -> str:
