@@ -28,12 +28,14 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 import random
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Final
 
 from . import bencode
+from .bencode import decode_untrusted
 from .contact import Address, Contact
 from .errors import DecodeError, LocalProtocolError
 from .events import (
@@ -45,20 +47,26 @@ from .events import (
     TransactionKey,
 )
 from .krpc import (
+    COMPACT_NODE_V4,
+    MAX_TID_LENGTH,
     AnnouncePeer,
     ErrorCode,
     ErrorMessage,
     FindNode,
     GetPeers,
+    QUERY_FIND_NODE,
+    QUERY_GET_PEERS,
+    QUERY_PING,
     Ping,
     Query,
     QueryMessage,
     ResponseMessage,
     SampleInfohashes,
     UnknownQuery,
-    decode_message_untrusted,
+    decode_value_untrusted,
     encode_message,
     pack_peer,
+    query_fields_untrusted,
 )
 from .peer_store import DEFAULT_MAX_VALUES_PER_REPLY, PeerStore
 from .routing_table import Outcome, RoutingTable
@@ -90,6 +98,18 @@ DEFAULT_PING_RATE: Final = 50.0
 DEFAULT_MAX_PENDING_PINGS: Final = 256
 #: Seconds between sweeps of expired peers.
 PEER_EXPIRY_SWEEP: Final = 60.0
+#: Seconds during which further queries from a querier that is not in the routing
+#: table are not reported to the table again. BEP 5 learns a contact from one
+#: sighting; the table itself asks again for a verification or eviction ping only
+#: after 30 s (``VERIFY_RETRY_INTERVAL``, ``EVICTION_PING_INTERVAL``). A node running
+#: a lookup, or a crawler, sends us many queries in a row, and reporting each one
+#: cost more than answering it (tools/bench_serve.py).
+QUERIER_MEMO_SECONDS: Final = 5.0
+#: Queriers remembered for :data:`QUERIER_MEMO_SECONDS` at most; the memo is
+#: emptied when it fills (a flood of strangers then costs what it did without it).
+QUERIER_MEMO_MAX: Final = 4096
+#: Announce tokens remembered per querier IP until the token secret next rotates.
+TOKEN_MEMO_MAX: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +213,7 @@ class NodeProtocol:
             store_kwargs["max_infohashes"] = config.max_infohashes
         if config.max_peers_per_infohash is not None:
             store_kwargs["max_peers_per_infohash"] = config.max_peers_per_infohash
-        self.peer_store = PeerStore(ttl=config.peer_ttl, **store_kwargs)  # type: ignore[arg-type]
+        self.peer_store = PeerStore(ttl=config.peer_ttl, **store_kwargs)
         self.stats = ProtocolStats()
         #: Our address as others report it (BEP 42 ``ip``), most recent votes.
         self.reported_addresses: deque[Address] = deque(maxlen=32)
@@ -208,6 +228,19 @@ class NodeProtocol:
         self._ping_queue: OrderedDict[Address, Contact] = OrderedDict()
         self._next_peer_sweep = now + PEER_EXPIRY_SWEEP
         self._version = config.version
+        # The serving hot path (see _answer): config values and reply pieces,
+        # fixed for the life of the node.
+        self._k = config.k
+        self._read_only = config.read_only
+        self._max_values = config.max_values_per_reply
+        self._reply_r_head = b"1:rd2:id20:" + node_id
+        version = config.version
+        self._reply_tail = (b"" if version is None else b"1:v%d:%b" % (len(version), version)) + b"1:y1:re"
+        # (node ID, address) -> when a querier outside the table was last reported to it.
+        self._querier_memo: dict[tuple[bytes, Address], float] = {}
+        # IP -> its bencoded ``token`` field, valid until the secret rotates at _token_memo_until.
+        self._token_memo: dict[str, bytes] = {}
+        self._token_memo_until = -math.inf
 
     # --- outputs -------------------------------------------------------------------
 
@@ -335,10 +368,16 @@ class NodeProtocol:
         """Handle one datagram from ``addr``. Never raises for bad input."""
         self.stats.datagrams_received += 1
         try:
-            msg = decode_message_untrusted(data)
+            value = decode_untrusted(data)
+            # Hot path: ping, find_node and get_peers, answered without building messages.
+            fields = query_fields_untrusted(value)
+            if fields is not None:
+                self._answer(*fields, addr, now)
+                return
+            msg = decode_value_untrusted(value)
         except DecodeError as exc:
             self.stats.malformed += 1
-            if exc.is_query and exc.tid is not None and not self.config.read_only:
+            if exc.is_query and exc.tid is not None and not self._read_only:
                 self._send_error(exc.tid, ErrorCode.PROTOCOL, str(exc), addr)
             return
         if type(msg) is QueryMessage:
@@ -444,51 +483,133 @@ class NodeProtocol:
     # --- answering queries ----------------------------------------------------------
 
     def _handle_query(self, msg: QueryMessage, addr: Address, now: float) -> None:
+        # ping, find_node and get_peers normally take the hot path in receive_datagram.
+        query = msg.query
+        if isinstance(query, Ping):
+            self._answer(QUERY_PING, query.method, msg.tid, msg.sender_id, None, msg.read_only, addr, now)
+            return
+        if isinstance(query, FindNode):
+            self._answer(QUERY_FIND_NODE, query.method, msg.tid, msg.sender_id, query.target, msg.read_only, addr, now)
+            return
+        if isinstance(query, GetPeers):
+            self._answer(
+                QUERY_GET_PEERS, query.method, msg.tid, msg.sender_id, query.info_hash, msg.read_only, addr, now
+            )
+            return
         stats = self.stats
         stats.queries_received += 1
-        query = msg.query
         # Unknown methods share one counter: their names are chosen by strangers.
         method = b"unknown" if type(query) is UnknownQuery else query.method
         stats.queries_by_method[method] = stats.queries_by_method.get(method, 0) + 1
-        if self.config.read_only:
+        if self._read_only:
             return  # BEP 43: read-only nodes answer nothing
         if msg.sender_id != self.node_id:
-            self._learn(Contact(msg.sender_id, addr), now, responded=False, read_only=msg.read_only)
-        qtype = type(query)
-        k = self.config.k
-        if qtype is Ping:
-            self._reply(msg.tid, addr, {})
-        elif qtype is FindNode:
-            self._reply(msg.tid, addr, self._nodes(query.target, k))  # type: ignore[union-attr]
-        elif qtype is GetPeers:
-            self._answer_get_peers(msg, query, addr, now)  # type: ignore[arg-type]
-        elif qtype is AnnouncePeer:
-            self._answer_announce(msg, query, addr, now)  # type: ignore[arg-type]
-        elif qtype is SampleInfohashes:
-            r = self._nodes(query.target, k)  # type: ignore[union-attr]
+            self._learn_querier(msg.sender_id, addr, now, msg.read_only)
+        k = self._k
+        if isinstance(query, AnnouncePeer):
+            self._answer_announce(msg, query, addr, now)
+        elif isinstance(query, SampleInfohashes):
+            r: dict[bytes, object] = {b"nodes": self._packed_nodes(query.target, k)}
             r[b"samples"] = b"".join(self.peer_store.sample_infohashes(self.rng, self.config.max_samples))
             r[b"num"] = self.peer_store.num_infohashes
             r[b"interval"] = self.config.sample_interval
             self._reply(msg.tid, addr, r)
+        elif query.target is not None:
+            self._reply(msg.tid, addr, {b"nodes": self._packed_nodes(query.target, k)})
         else:
-            assert isinstance(query, UnknownQuery)
-            if query.target is not None:
-                self._reply(msg.tid, addr, self._nodes(query.target, k))
+            self._send_error(msg.tid, ErrorCode.METHOD_UNKNOWN, "method unknown", addr)
+
+    def _answer(
+        self,
+        kind: int,
+        method: bytes,
+        tid: bytes,
+        sender_id: bytes,
+        target: bytes | None,
+        read_only: bool,
+        addr: Address,
+        now: float,
+    ) -> None:
+        """Answer ``ping`` (``target`` None), ``find_node`` or ``get_peers`` (BEP 5).
+
+        The reply is bencoded by hand, byte for byte what :func:`bencode.encode`
+        makes of the same dictionary (canonical: keys sorted): the top level
+        ``ip``, ``r``, ``t``, ``v``, ``y``; in ``r``: ``id``, ``nodes``, ``token``,
+        ``values``.
+        """
+        stats = self.stats
+        stats.queries_received += 1
+        by_method = stats.queries_by_method
+        by_method[method] = by_method.get(method, 0) + 1
+        if self._read_only:
+            return  # BEP 43: read-only nodes answer nothing
+        if sender_id != self.node_id:
+            self._learn_querier(sender_id, addr, now, read_only)
+        if target is None:
+            data = b"".join((_ip_head(addr), self._reply_r_head, _TID_FIELDS[len(tid)], tid, self._reply_tail))
+        else:
+            nodes = self._packed_nodes(target, self._k)
+            n = len(nodes)
+            nodes_field = _NODES_FIELDS[n] if n < len(_NODES_FIELDS) else b"5:nodes%d:" % n
+            if kind != QUERY_GET_PEERS:
+                data = b"".join(
+                    (_ip_head(addr), self._reply_r_head, nodes_field, nodes, _TID_FIELDS[len(tid)], tid, self._reply_tail)
+                )
             else:
-                self._send_error(msg.tid, ErrorCode.METHOD_UNKNOWN, "method unknown", addr)
+                ip = addr[0]
+                until = self._token_memo_until
+                token_field = None
+                if now < until and self.tokens.next_rotation == until:
+                    token_field = self._token_memo.get(ip)
+                if token_field is None:
+                    token_field = self._token_field(ip, now)
+                parts = [_ip_head(addr), self._reply_r_head, nodes_field, nodes, token_field]
+                peers = self.peer_store.get(target, now, self.rng, self._max_values)
+                if peers:
+                    parts.append(b"6:valuesl")
+                    parts += [_bencoded_peer(p) for p in peers]
+                    parts.append(b"e")
+                parts += (_TID_FIELDS[len(tid)], tid, self._reply_tail)
+                data = b"".join(parts)
+        self._out.append((data, addr))
+        stats.replies_sent += 1
 
-    def _nodes(self, target: bytes, count: int) -> dict[bytes, object]:
-        closest = self.table.closest(target, count)
-        packed = b"".join(_compact_node(c) for c in closest if ":" not in c.addr[0])
-        return {b"nodes": packed}
+    def _token_field(self, ip: str, now: float) -> bytes:
+        """Issue the token for ``ip`` as a bencoded ``token`` field; remember it until the secret rotates."""
+        token = self.tokens.issue(ip, now)
+        field = b"5:token%d:%b" % (len(token), token)
+        until = self.tokens.next_rotation
+        memo = self._token_memo
+        if until != self._token_memo_until or len(memo) >= TOKEN_MEMO_MAX:
+            memo.clear()
+            self._token_memo_until = until
+        memo[ip] = field
+        return field
 
-    def _answer_get_peers(self, msg: QueryMessage, query: GetPeers, addr: Address, now: float) -> None:
-        r = self._nodes(query.info_hash, self.config.k)
-        r[b"token"] = self.tokens.issue(addr[0], now)
-        peers = self.peer_store.get(query.info_hash, now, self.rng, self.config.max_values_per_reply)
-        if peers:
-            r[b"values"] = [_compact_peer(p) for p in peers]
-        self._reply(msg.tid, addr, r)
+    def _learn_querier(self, sender_id: bytes, addr: Address, now: float, read_only: bool) -> None:
+        """Report a querier to the routing table (unverified), once per memo period.
+
+        Contacts in the table are always reported (that keeps their
+        ``last_query``, which makes them good, exact). Others are reported once per
+        :data:`QUERIER_MEMO_SECONDS`: see that constant.
+        """
+        if sender_id not in self.table:
+            key = (sender_id, addr)
+            memo = self._querier_memo
+            seen = memo.get(key)
+            if seen is not None and 0 <= now - seen < QUERIER_MEMO_SECONDS:
+                return
+            if len(memo) >= QUERIER_MEMO_MAX:
+                memo.clear()
+            memo[key] = now
+        self._learn(Contact(sender_id, addr), now, responded=False, read_only=read_only)
+
+    def _packed_nodes(self, target: bytes, count: int) -> bytes:
+        """Compact node info (BEP 5) of the ``count`` IPv4 contacts closest to ``target``."""
+        get = _compact_nodes.get
+        return b"".join(
+            [p if (p := get(c)) is not None else _compact_node(c) for c in self.table.closest(target, count)]
+        )
 
     def _answer_announce(self, msg: QueryMessage, query: AnnouncePeer, addr: Address, now: float) -> None:
         if not self.tokens.is_valid(query.token, addr[0], now):
@@ -525,20 +646,54 @@ _PING: Final = Ping()
 _PING_TOKEN_SLACK: Final = 1e-6
 
 # Compact forms of addresses we answer often (our table's contacts, recent queriers).
-# A bounded memo: packing an address costs more than the rest of a ping reply.
+# Bounded memos: packing an address costs more than the rest of a ping reply.
 _COMPACT_CACHE_MAX: Final = 65536
 _compact_cache: dict[Address, bytes] = {}
+# Contact -> its 26-byte compact node info (b"" for IPv6 contacts, which go in nodes6).
+_compact_nodes: dict[Contact, bytes] = {}
+# Address -> the start of a reply to it: b"d2:ip6:" and its compact form (BEP 42).
+_ip_heads: dict[Address, bytes] = {}
+# Peer address -> its bencoded compact form, an item of ``values``.
+_bencoded_peers: dict[Address, bytes] = {}
+# What closes ``r`` and opens ``t`` in a reply, by transaction-ID length (bytes).
+_TID_FIELDS: Final = tuple(b"e1:t%d:" % n for n in range(MAX_TID_LENGTH + 1))
+# The bencoded ``nodes`` key and length prefix, by length (bytes) of a k = 8 answer or less.
+_NODES_FIELDS: Final = tuple(b"5:nodes%d:" % n for n in range(8 * COMPACT_NODE_V4 + 1))
+
+
+def _memo(cache: dict[Address, bytes], addr: Address, value: bytes) -> bytes:
+    if len(cache) >= _COMPACT_CACHE_MAX:
+        cache.clear()
+    cache[addr] = value
+    return value
 
 
 def _compact_peer(addr: Address) -> bytes:
     packed = _compact_cache.get(addr)
     if packed is None:
-        packed = pack_peer(addr)
-        if len(_compact_cache) >= _COMPACT_CACHE_MAX:
-            _compact_cache.clear()
-        _compact_cache[addr] = packed
+        packed = _memo(_compact_cache, addr, pack_peer(addr))
     return packed
 
 
+def _ip_head(addr: Address) -> bytes:
+    head = _ip_heads.get(addr)
+    if head is None:
+        packed = _compact_peer(addr)
+        head = _memo(_ip_heads, addr, b"d2:ip%d:%b" % (len(packed), packed))
+    return head
+
+
+def _bencoded_peer(addr: Address) -> bytes:
+    item = _bencoded_peers.get(addr)
+    if item is None:
+        packed = _compact_peer(addr)
+        item = _memo(_bencoded_peers, addr, b"%d:%b" % (len(packed), packed))
+    return item
+
+
 def _compact_node(contact: Contact) -> bytes:
-    return contact.id + _compact_peer(contact.addr)
+    packed = b"" if ":" in contact.addr[0] else contact.id + _compact_peer(contact.addr)
+    if len(_compact_nodes) >= _COMPACT_CACHE_MAX:
+        _compact_nodes.clear()
+    _compact_nodes[contact] = packed
+    return packed
