@@ -567,7 +567,8 @@ class NodeProtocol:
                 peers = self.peer_store.get(target, now, self.rng, self._max_values)
                 if peers:
                     parts.append(b"6:valuesl")
-                    parts += [_bencoded_peer(p) for p in peers]
+                    get = _bencoded_peers.get
+                    parts += [b if (b := get(p)) is not None else _bencoded_peer(p) for p in peers]
                     parts.append(b"e")
                 parts += (_TID_FIELDS[len(tid)], tid, self._reply_tail)
                 data = b"".join(parts)

@@ -86,9 +86,18 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 LOSS_TIMEOUT = 0.25
 
 
+#: Niceness increment for the server and blaster processes (``--nice``; negative needs root).
+NICE = int(os.environ.get("BENCH_SERVE_NICE", "0"))
+
+
 def _pin(core: int) -> None:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > core:
         os.sched_setaffinity(0, {core})
+    if NICE:
+        try:
+            os.nice(NICE)
+        except OSError as exc:
+            print(f"cannot renice by {NICE}: {exc}", file=sys.stderr)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -361,6 +370,7 @@ def blast(
     window: int,
     warmup: float,
     measure: float,
+    fresh_ids: bool,
 ) -> None:
     """The blasting process: set up, check, then measure replies per second."""
     _pin(BLASTER_CORE)
@@ -419,15 +429,16 @@ def blast(
         pool = []
         for n in range(POOL_PER_SOCKET):
             tid = n.to_bytes(4, "big")
+            sender = rng.randbytes(20) if fresh_ids else ids[j]
             pick = rng.randrange(6)
             if pick < 2:
-                pool.append(_query(tid, ids[j], b"ping", {}))
+                pool.append(_query(tid, sender, b"ping", {}))
             elif pick < 4:
-                pool.append(_query(tid, ids[j], b"find_node", {b"target": rng.randbytes(20)}))
+                pool.append(_query(tid, sender, b"find_node", {b"target": rng.randbytes(20)}))
             elif pick == 4:
-                pool.append(_query(tid, ids[j], b"get_peers", {b"info_hash": rng.choice(stored)}))
+                pool.append(_query(tid, sender, b"get_peers", {b"info_hash": rng.choice(stored)}))
             else:
-                pool.append(_query(tid, ids[j], b"get_peers", {b"info_hash": rng.randbytes(20)}))
+                pool.append(_query(tid, sender, b"get_peers", {b"info_hash": rng.randbytes(20)}))
         pools.append(pool)
     # Drain leftovers (replies to the checks, verification pings).
     for s in socks:
@@ -533,7 +544,7 @@ def run_one(kind: str, args: argparse.Namespace, ctx: Any) -> tuple[BlastResult,
         bparent, bchild = ctx.Pipe()
         blaster = ctx.Process(
             target=blast,
-            args=(bchild, kind, tuple(addr), proc.pid, args.window, args.warmup, args.seconds),
+            args=(bchild, kind, tuple(addr), proc.pid, args.window, args.warmup, args.seconds, args.fresh_ids),
             daemon=True,
         )
         blaster.start()
@@ -559,10 +570,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="measured window (s)")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up before the window (s)")
     parser.add_argument("--window", type=int, default=256, help="queries in flight at most")
+    parser.add_argument(
+        "--fresh-ids",
+        action="store_true",
+        help="a new querier node ID for (nearly) every query: every querier is a stranger to the table",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness increment for server and blaster (e.g. -10 as root, on a machine shared with other work)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile our server and print the top functions")
     parser.add_argument("--profile-out", default="/tmp/bench_serve.prof")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
+    # Spawned children read it at import time.
+    os.environ["BENCH_SERVE_NICE"] = str(args.nice)
     if "libtorrent" in kinds:
         from mainline_dht.testing.libtorrent_net import libtorrent_available
 
@@ -577,7 +601,11 @@ def main() -> None:
         f"server on core {SERVER_CORE}, blaster on core {BLASTER_CORE}; window {args.window}, "
         f"{args.warmup:g} s warm-up + {args.seconds:g} s measured"
     )
-    print("mix: 1/3 ping, 1/3 find_node, 1/3 get_peers (half for infohashes with 16 stored peers)")
+    print(
+        "mix: 1/3 ping, 1/3 find_node, 1/3 get_peers (half for infohashes with 16 stored peers), from "
+        + ("a new node ID per query" if args.fresh_ids else f"{len(BLASTER_IPS)} queriers")
+        + (f"; niceness {args.nice:+d}" if args.nice else "")
+    )
     results: dict[str, BlastResult] = {}
     for kind in kinds:
         result, stats, note = run_one(kind, args, ctx)
