@@ -80,6 +80,11 @@ MAINTENANCE_INTERVAL: Final = 10.0
 SAVE_INTERVAL: Final = 5 * 60.0
 #: Questionable contacts pinged per maintenance round.
 QUESTIONABLE_PINGS_PER_ROUND: Final = 8
+#: Datagrams of a received batch handled before the replies so far are sent. A batch
+#: holds up to 256; sending only at its end made the first querier of a burst wait
+#: for the other 255 to be answered. tools/bench_serve.py: 70,000 -> 80,000 replies/s
+#: (wall clock) at the same CPU cost per reply.
+RECEIVE_FLUSH_EVERY: Final = 32
 #: Seconds to wait before re-bootstrapping after the table ran empty, doubling to the cap.
 REBOOTSTRAP_BACKOFF: Final = (5.0, 300.0)
 
@@ -263,14 +268,22 @@ class DHTNode:
     async def _receive_loop(self) -> None:
         proto = self.proto
         receive = self.transport.receive_batch
+        send = self.transport.send
         while True:
             try:
                 batch = await receive()
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 return
             now = trio.current_time()
+            unsent = 0
             for data, addr in batch:
                 proto.receive_datagram(data, addr, now)
+                unsent += 1
+                if unsent == RECEIVE_FLUSH_EVERY:
+                    # Answer a burst as it is read, not at its end (see the constant).
+                    unsent = 0
+                    for reply, dest in proto.datagrams_to_send():
+                        send(reply, dest)
             self._transmit()
 
     async def _timer_loop(self) -> None:
