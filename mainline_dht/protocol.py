@@ -545,15 +545,18 @@ class NodeProtocol:
             return  # BEP 43: read-only nodes answer nothing
         if sender_id != self.node_id:
             self._learn_querier(sender_id, addr, now, read_only)
+        n = len(tid)
+        # (The decoder caps tids at MAX_TID_LENGTH; a message built in code need not be.)
+        tid_field = _TID_FIELDS[n] if n <= MAX_TID_LENGTH else b"e1:t%d:" % n
         if target is None:
-            data = b"".join((_ip_head(addr), self._reply_r_head, _TID_FIELDS[len(tid)], tid, self._reply_tail))
+            data = b"".join((_ip_head(addr), self._reply_r_head, tid_field, tid, self._reply_tail))
         else:
             nodes = self._packed_nodes(target, self._k)
             n = len(nodes)
             nodes_field = _NODES_FIELDS[n] if n < len(_NODES_FIELDS) else b"5:nodes%d:" % n
             if kind != QUERY_GET_PEERS:
                 data = b"".join(
-                    (_ip_head(addr), self._reply_r_head, nodes_field, nodes, _TID_FIELDS[len(tid)], tid, self._reply_tail)
+                    (_ip_head(addr), self._reply_r_head, nodes_field, nodes, tid_field, tid, self._reply_tail)
                 )
             else:
                 ip = addr[0]
@@ -570,7 +573,7 @@ class NodeProtocol:
                     get = _bencoded_peers.get
                     parts += [b if (b := get(p)) is not None else _bencoded_peer(p) for p in peers]
                     parts.append(b"e")
-                parts += (_TID_FIELDS[len(tid)], tid, self._reply_tail)
+                parts += (tid_field, tid, self._reply_tail)
                 data = b"".join(parts)
         self._out.append((data, addr))
         stats.replies_sent += 1
