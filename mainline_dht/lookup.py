@@ -39,6 +39,7 @@ from .errors import LocalProtocolError
 __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_CANDIDATES_PER_K",
+    "DEFAULT_EARLY_FINISH",
     "DEFAULT_K",
     "DEFAULT_SOFT_TIMEOUT",
     "UNKNOWN_ID",
@@ -61,6 +62,12 @@ DEFAULT_ALPHA: Final = 5
 #: while its answer is still awaited and used (libtorrent's ``rpc_manager`` "short
 #: timeout" is 1 s; its hard timeout, applied by the driver here, is 15 s).
 DEFAULT_SOFT_TIMEOUT: Final = 1.0
+
+#: Whether a lookup may finish while queries past the soft timeout are still awaited,
+#: once the ``k`` closest candidates that answered are known and no closer candidate is
+#: unqueried or active (see :attr:`Lookup.done`). Off: the lookup waits for every one of
+#: the ``k`` closest to answer or hit the driver's hard timeout.
+DEFAULT_EARLY_FINISH: Final = False
 
 #: The number of *unqueried* candidates kept is ``k`` times this (64 for k = 8): far
 #: more than a lookup that converges ever asks, yet small enough that hostile replies
@@ -187,6 +194,7 @@ class Lookup:
         max_queries: int | None = None,
         max_candidates: int | None = None,
         routers: Iterable[Address] = (),
+        early_finish: bool = DEFAULT_EARLY_FINISH,
     ) -> None:
         """Start a lookup; nothing is sent until :meth:`next_queries`.
 
@@ -204,6 +212,9 @@ class Lookup:
                 count is otherwise bounded only by the network's shape.
             max_candidates: unqueried candidates kept (default ``k * 8``).
             routers: bootstrap router addresses to ask first (IDs unknown).
+            early_finish: also finish when the ``k`` closest answered candidates
+                are known and every closer one failed or is past the soft timeout
+                (see :attr:`done`).
 
         Raises:
             LocalProtocolError: if ``target`` or ``own_id`` is not 20 bytes, or a
@@ -232,6 +243,7 @@ class Lookup:
         self._soft_timeout = soft_timeout
         self._max_queries = max_queries
         self._max_candidates = max_candidates
+        self._early_finish = early_finish
 
         # Every candidate, keyed and sorted by distance (distance <-> ID is a bijection
         # for a fixed target, so the distance doubles as the ID key).
@@ -288,11 +300,22 @@ class Lookup:
         - the ``k`` closest candidates that have not failed have all answered (none
           unqueried, none in flight, even past the soft timeout);
         - no candidate or router is left to ask and nothing is in flight;
-        - ``max_queries`` queries were handed out and nothing is in flight.
+        - ``max_queries`` queries were handed out and nothing is in flight;
+        - with ``early_finish``: ``k`` candidates answered, and every candidate
+          closer than the ``k``-th of them either failed or is in flight past the
+          soft timeout. Such stragglers are mostly dead nodes or lost datagrams,
+          which would otherwise hold the lookup open until the driver's hard
+          timeout; the cost is that a very late answer from one of them (and the
+          closer nodes it might name) is not waited for.
 
         A lookup started with no (valid) seeds and no routers is done at once.
         """
         return self._done
+
+    @property
+    def early_finish(self) -> bool:
+        """Whether stragglers past the soft timeout may be left behind (see :attr:`done`)."""
+        return self._early_finish
 
     @property
     def stats(self) -> LookupStats:
@@ -492,6 +515,8 @@ class Lookup:
     def handle_timer(self, now: float) -> None:
         """Apply due soft timeouts: free those queries' slots, keep awaiting them.
 
+        With ``early_finish`` this may end the lookup (see :attr:`done`).
+
         Args:
             now: the current time (seconds).
         """
@@ -499,6 +524,8 @@ class Lookup:
         for cand in due:
             del self._active[cand]
             self._stats.soft_timeouts += 1
+        if due and self._early_finish:
+            self._check_done(now)
 
     def closest_responders(self, n: int = DEFAULT_K) -> list[tuple[Contact, bytes | None]]:
         """Return the ``n`` closest contacts that answered, with their tokens.
@@ -627,10 +654,15 @@ class Lookup:
             self._finish(now)
             return
         answered = 0
+        early = self._early_finish
+        active = self._active
         for d in self._dists:
-            state = self._by_dist[d].state
+            cand = self._by_dist[d]
+            state = cand.state
             if state is _State.FAILED:
                 continue
+            if early and state is _State.IN_FLIGHT and cand not in active:
+                continue  # a straggler past the soft timeout: not waited for
             if state is not _State.RESPONDED:
                 return
             answered += 1

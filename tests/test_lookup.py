@@ -761,3 +761,104 @@ def test_random_interleavings_terminate_within_alpha(data: st.DataObject, k: int
     if max_queries is not None:
         assert lookup.stats.queries <= max_queries
     assert lookup.next_queries(now) == []
+
+
+# --- early_finish: leave stragglers past the soft timeout behind ----------------------
+
+
+def test_early_finish_leaves_straggler_past_soft_timeout() -> None:
+    lookup = Lookup(ZERO, [c(n) for n in (1, 2, 3, 4)], now=0.0, alpha=4, k=2, early_finish=True)
+    assert lookup.early_finish
+    assert ids(lookup.next_queries(0.0)) == [1, 2]  # two active fill the k = 2 window
+    lookup.on_response(c(2), 0.1)
+    assert lookup.next_queries(0.1) == []
+    # 1 is closer and still active (younger than the soft timeout): wait for it.
+    assert not lookup.done
+    assert lookup.next_deadline() == 1.0
+    lookup.handle_timer(1.0)
+    assert not lookup.done  # only one of the k = 2 has answered
+    assert ids(lookup.next_queries(1.0)) == [3]  # the hedge
+    lookup.on_response(c(3), 1.1)
+    # 1 straggles, and the k closest that answered (2, 3) are known.
+    assert lookup.done
+    assert lookup.stats.finished_at == 1.1
+    assert lookup.in_flight == 1
+    assert lookup.next_queries(1.1) == []
+    assert ids([x for x, _ in lookup.closest_responders()]) == [2, 3]
+    # Its late answer still yields peers, as after any finish.
+    p = ("192.0.2.7", 7)
+    assert lookup.on_response(c(1), 2.0, values=[p]) == [p]
+    assert lookup.stats.finished_at == 1.1
+
+
+def test_without_early_finish_straggler_holds_lookup_until_hard_timeout() -> None:
+    lookup = Lookup(ZERO, [c(n) for n in (1, 2, 3, 4)], now=0.0, alpha=4, k=2, early_finish=False)
+    assert not lookup.early_finish
+    lookup.next_queries(0.0)
+    lookup.on_response(c(2), 0.1)
+    assert ids(lookup.next_queries(1.0)) == [3]
+    lookup.on_response(c(3), 1.1)
+    assert lookup.next_queries(1.1) == []
+    assert not lookup.done
+    lookup.on_failure(c(1), 3.0)
+    assert lookup.done
+    assert lookup.stats.finished_at == 3.0
+
+
+def test_early_finish_rechecks_when_a_soft_timeout_passes() -> None:
+    """A closer candidate turning straggler, with no answer arriving, ends the lookup."""
+    lookup = Lookup(ZERO, [c(10), c(20), c(30)], now=0.0, alpha=3, k=2, early_finish=True)
+    assert ids(lookup.next_queries(0.0)) == [10, 20]
+    lookup.on_response(c(20), 0.5, nodes=[c(5)])
+    assert ids(lookup.next_queries(0.5)) == [5]
+    assert lookup.next_queries(1.0) == []  # 10 straggles; 5 (active) and 20 fill the window
+    lookup.on_response(c(10), 1.2)  # 10 answers late
+    assert not lookup.done  # 5 is closer and active
+    assert lookup.next_deadline() == 1.5
+    lookup.handle_timer(1.5)
+    assert lookup.done
+    assert lookup.stats.finished_at == 1.5
+    assert ids([x for x, _ in lookup.closest_responders()]) == [10, 20]
+
+
+def test_early_finish_waits_for_closer_unqueried_and_active_candidates() -> None:
+    lookup = Lookup(ZERO, [c(10), c(20)], now=0.0, alpha=1, k=1, early_finish=True)
+    assert ids(lookup.next_queries(0.0)) == [10]
+    lookup.handle_timer(1.0)  # 10 straggles; nobody has answered yet
+    assert not lookup.done
+    assert ids(lookup.next_queries(1.0)) == [20]
+    lookup.on_response(c(20), 1.1, nodes=[c(5)])
+    assert not lookup.done  # 5 is closer and unqueried
+    assert ids(lookup.next_queries(1.1)) == [5]
+    lookup.handle_timer(1.5)
+    assert not lookup.done  # 5 is closer and active
+    lookup.handle_timer(2.1)
+    assert lookup.done  # 10 and 5 both straggle behind 20
+    assert lookup.closest_responders() == [(c(20), None)]
+
+
+def test_early_finish_needs_k_answers() -> None:
+    lookup = Lookup(ZERO, [c(1), c(2), c(3)], now=0.0, alpha=3, k=3, early_finish=True)
+    lookup.next_queries(0.0)
+    lookup.on_response(c(3), 0.1)
+    lookup.handle_timer(1.0)
+    assert not lookup.done  # one answer of the three needed; the stragglers may yet answer
+    lookup.on_failure(c(1), 3.0)
+    lookup.on_failure(c(2), 3.0)
+    assert lookup.done
+
+
+def test_early_finish_same_result_sooner_on_dead_network(dead_net: FakeNetwork) -> None:
+    """Dead nodes never answer, so leaving them behind changes the result of no lookup."""
+    saved = 0.0
+    for i in range(10):
+        target = random.Random(f"early:{i}").randbytes(20)
+        runs = []
+        for early in (False, True):
+            lookup, own = start(dead_net, target, random.Random(f"early:{i}"), early_finish=early)
+            run = drive(lookup, dead_net, hard_timeout=5.0)
+            assert [x for x, _ in lookup.closest_responders()] == dead_net.closest(target, exclude=own)
+            runs.append(run.now)
+        assert runs[1] <= runs[0]
+        saved += runs[0] - runs[1]
+    assert saved > 10.0  # several lookups waited seconds for a dead node without it
