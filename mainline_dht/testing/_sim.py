@@ -59,6 +59,8 @@ class Scenario:
     """Share of datagrams lost on every link."""
     median_rtt: float = 0.1
     """Median round-trip time (seconds); one-way latency is log-normal around half of it."""
+    sigma: float = 0.5
+    """Spread of the one-way latency (standard deviation of its logarithm, see ``LinkModel``)."""
     infohashes: int = 20
     """Infohashes announced, each by ``announcers_per_infohash`` live nodes."""
     announcers_per_infohash: int = 1
@@ -70,6 +72,12 @@ class Scenario:
     """Lookup parallelism (``None``: the engine's default)."""
     soft_timeout: float | None = None
     """Lookup soft timeout in seconds (``None``: the engine's default)."""
+    query_timeout: float | None = None
+    """Lookup hard timeout in seconds (``NodeConfig.lookup_query_timeout``; ``None``: default)."""
+    early_finish: bool | None = None
+    """The lookup's ``early_finish`` rule (``None``: the engine's default)."""
+    max_queries: int | None = None
+    """Queries one lookup may send (``None``: the node's default)."""
     join: str = "prefill"
     """``"prefill"`` (fast, see the module doc) or ``"bootstrap"`` (real bootstrap lookups)."""
     seed: int = 0
@@ -255,18 +263,26 @@ async def open_sim_network(
 
 async def run_scenario(scenario: Scenario) -> ScenarioResult:
     """Build the scenario's network, announce, run the lookups; return the figures."""
-    link = LinkModel(median_rtt=scenario.median_rtt, loss=scenario.loss)
-    lookup_options = {}
+    link = LinkModel(median_rtt=scenario.median_rtt, sigma=scenario.sigma, loss=scenario.loss)
+    lookup_options: dict[str, object] = {}
     if scenario.alpha is not None:
         lookup_options["alpha"] = scenario.alpha
     if scenario.soft_timeout is not None:
         lookup_options["soft_timeout"] = scenario.soft_timeout
+    if scenario.early_finish is not None:
+        lookup_options["early_finish"] = scenario.early_finish
+    if scenario.max_queries is not None:
+        lookup_options["max_queries"] = scenario.max_queries
+    config = None
+    if scenario.query_timeout is not None:
+        config = NodeConfig(lookup_query_timeout=scenario.query_timeout)
     rng = random.Random(f"{scenario.seed}:scenario")
     async with open_sim_network(
         scenario.nodes,
         seed=scenario.seed,
         link=link,
         dead_fraction=scenario.dead_fraction,
+        config=config,
         join=scenario.join,
     ) as sim:
         nodes = sim.nodes
@@ -275,7 +291,12 @@ async def run_scenario(scenario: Scenario) -> ScenarioResult:
         acks: list[int] = []
 
         async def announce(node: DHTNode, info_hash: bytes, port: int) -> None:
-            acks.append(await node.announce(info_hash, port))
+            # Announce after a lookup with the scenario's options, as a node with
+            # those defaults would.
+            async with node.get_peers(info_hash, **lookup_options) as stream:
+                async for _ in stream:
+                    pass
+            acks.append(await node.announce(info_hash, port, stream=stream))
 
         async with trio.open_nursery() as nursery:
             for h in hashes:
