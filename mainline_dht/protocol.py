@@ -650,8 +650,10 @@ _PING: Final = Ping()
 _PING_TOKEN_SLACK: Final = 1e-6
 
 # Compact forms of addresses we answer often (our table's contacts, recent queriers).
-# Bounded memos: packing an address costs more than the rest of a ping reply.
-_COMPACT_CACHE_MAX: Final = 65536
+# Bounded memos, shared by every core in the process: packing an address costs more
+# than the rest of a ping reply. Each is emptied when it reaches _COMPACT_CACHE_MAX
+# entries, a few hundred bytes each with the key it keeps alive: ~5 MB at most apiece.
+_COMPACT_CACHE_MAX: Final = 16384
 _compact_cache: dict[Address, bytes] = {}
 # Contact -> its 26-byte compact node info (b"" for IPv6 contacts, which go in nodes6).
 _compact_nodes: dict[Contact, bytes] = {}
