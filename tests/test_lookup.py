@@ -22,6 +22,7 @@ from mainline_dht.contact import Address, Contact, distance
 from mainline_dht.errors import LocalProtocolError
 from mainline_dht.lookup import (
     DEFAULT_ALPHA,
+    DEFAULT_EARLY_FINISH,
     DEFAULT_K,
     DEFAULT_SOFT_TIMEOUT,
     UNKNOWN_ID,
@@ -278,15 +279,19 @@ def test_converges_with_twenty_percent_dead_nodes(dead_net: FakeNetwork) -> None
         assert lookup.stats.queries == (
             lookup.stats.replies + lookup.stats.timeouts + lookup.in_flight
         )
-        timeouts += lookup.stats.timeouts
+        timeouts += lookup.stats.timeouts + lookup.in_flight  # failed, or left behind
     assert timeouts >= 10  # dead nodes were in the way, and skipped
 
 
 def test_slow_nodes_do_not_block_progress(net: FakeNetwork) -> None:
-    """With every seed slow, soft timeouts let the lookup move on, and still converge."""
+    """With every seed slow, soft timeouts let the lookup move on, and still converge.
+
+    Without early_finish: half the nodes answer after 3 s, far past the soft timeout,
+    and the lookup waits for those among the k closest.
+    """
     rng = random.Random(14)
     target = rng.randbytes(20)
-    lookup, own = start(net, target, rng)
+    lookup, own = start(net, target, rng, early_finish=False)
     slow = {x.contact.addr: 3.0 for x in net.nodes[: len(net.nodes) // 2]}
     run = drive(lookup, net, latency=slow)
     assert lookup.stats.soft_timeouts > 0
@@ -300,7 +305,7 @@ def test_slow_nodes_do_not_block_progress(net: FakeNetwork) -> None:
 
 def test_defaults() -> None:
     assert DEFAULT_K == 8
-    assert DEFAULT_SOFT_TIMEOUT == 1.0
+    assert DEFAULT_SOFT_TIMEOUT == 0.5
     lookup = Lookup(ZERO, [c(1)], now=0.0)
     assert lookup.k == DEFAULT_K and lookup.alpha == DEFAULT_ALPHA
     assert lookup.target == ZERO
@@ -402,7 +407,7 @@ def test_next_queries_applies_due_soft_timeouts_itself() -> None:
 
 def test_soft_timed_out_node_does_not_count_towards_window() -> None:
     """With k = 1 and the closest node slow, the next one is asked as a hedge."""
-    lookup = Lookup(ZERO, [c(1), c(2), c(3)], now=0.0, alpha=2, k=1)
+    lookup = Lookup(ZERO, [c(1), c(2), c(3)], now=0.0, alpha=2, k=1, soft_timeout=1.0, early_finish=False)
     assert ids(lookup.next_queries(0.0)) == [1]  # one active node fills the k = 1 window
     assert ids(lookup.next_queries(1.0)) == [2]
     lookup.on_response(c(2), 1.1)
@@ -505,7 +510,7 @@ def test_malformed_node_entries_ignored() -> None:
 
 def test_hostile_response_keeps_candidates_bounded() -> None:
     rng = random.Random(5)
-    lookup = Lookup(ZERO, [c(1 << 150, port=1)], now=0.0, k=8)
+    lookup = Lookup(ZERO, [c(1 << 150, port=1)], now=0.0, k=8, alpha=5)
     lookup.next_queries(0.0)
     flood = [
         Contact(rng.randbytes(20), (f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", 1 + i % 60000))
@@ -767,7 +772,9 @@ def test_random_interleavings_terminate_within_alpha(data: st.DataObject, k: int
 
 
 def test_early_finish_leaves_straggler_past_soft_timeout() -> None:
-    lookup = Lookup(ZERO, [c(n) for n in (1, 2, 3, 4)], now=0.0, alpha=4, k=2, early_finish=True)
+    lookup = Lookup(
+        ZERO, [c(n) for n in (1, 2, 3, 4)], now=0.0, alpha=4, k=2, soft_timeout=1.0, early_finish=True
+    )
     assert lookup.early_finish
     assert ids(lookup.next_queries(0.0)) == [1, 2]  # two active fill the k = 2 window
     lookup.on_response(c(2), 0.1)
@@ -792,7 +799,9 @@ def test_early_finish_leaves_straggler_past_soft_timeout() -> None:
 
 
 def test_without_early_finish_straggler_holds_lookup_until_hard_timeout() -> None:
-    lookup = Lookup(ZERO, [c(n) for n in (1, 2, 3, 4)], now=0.0, alpha=4, k=2, early_finish=False)
+    lookup = Lookup(
+        ZERO, [c(n) for n in (1, 2, 3, 4)], now=0.0, alpha=4, k=2, soft_timeout=1.0, early_finish=False
+    )
     assert not lookup.early_finish
     lookup.next_queries(0.0)
     lookup.on_response(c(2), 0.1)
@@ -807,7 +816,9 @@ def test_without_early_finish_straggler_holds_lookup_until_hard_timeout() -> Non
 
 def test_early_finish_rechecks_when_a_soft_timeout_passes() -> None:
     """A closer candidate turning straggler, with no answer arriving, ends the lookup."""
-    lookup = Lookup(ZERO, [c(10), c(20), c(30)], now=0.0, alpha=3, k=2, early_finish=True)
+    lookup = Lookup(
+        ZERO, [c(10), c(20), c(30)], now=0.0, alpha=3, k=2, soft_timeout=1.0, early_finish=True
+    )
     assert ids(lookup.next_queries(0.0)) == [10, 20]
     lookup.on_response(c(20), 0.5, nodes=[c(5)])
     assert ids(lookup.next_queries(0.5)) == [5]
@@ -822,7 +833,7 @@ def test_early_finish_rechecks_when_a_soft_timeout_passes() -> None:
 
 
 def test_early_finish_waits_for_closer_unqueried_and_active_candidates() -> None:
-    lookup = Lookup(ZERO, [c(10), c(20)], now=0.0, alpha=1, k=1, early_finish=True)
+    lookup = Lookup(ZERO, [c(10), c(20)], now=0.0, alpha=1, k=1, soft_timeout=1.0, early_finish=True)
     assert ids(lookup.next_queries(0.0)) == [10]
     lookup.handle_timer(1.0)  # 10 straggles; nobody has answered yet
     assert not lookup.done
@@ -838,7 +849,7 @@ def test_early_finish_waits_for_closer_unqueried_and_active_candidates() -> None
 
 
 def test_early_finish_needs_k_answers() -> None:
-    lookup = Lookup(ZERO, [c(1), c(2), c(3)], now=0.0, alpha=3, k=3, early_finish=True)
+    lookup = Lookup(ZERO, [c(1), c(2), c(3)], now=0.0, alpha=3, k=3, soft_timeout=1.0, early_finish=True)
     lookup.next_queries(0.0)
     lookup.on_response(c(3), 0.1)
     lookup.handle_timer(1.0)
@@ -862,3 +873,27 @@ def test_early_finish_same_result_sooner_on_dead_network(dead_net: FakeNetwork) 
         assert runs[1] <= runs[0]
         saved += runs[0] - runs[1]
     assert saved > 10.0  # several lookups waited seconds for a dead node without it
+
+
+def test_early_finish_is_the_default() -> None:
+    assert DEFAULT_EARLY_FINISH is True
+    assert Lookup(ZERO, [c(1)], now=0.0).early_finish
+
+
+def test_early_finish_with_slow_nodes_trades_closeness_for_time(net: FakeNetwork) -> None:
+    """Nodes answering after 3 s are left behind: k answers, sooner, nearly as close."""
+    rng = random.Random(14)
+    target = rng.randbytes(20)
+    slow = {x.contact.addr: 3.0 for x in net.nodes[: len(net.nodes) // 2]}
+    patient, own = start(net, target, random.Random(15), early_finish=False)
+    eager, _ = start(net, target, random.Random(15), early_finish=True)
+    patient_run = drive(patient, net, latency=slow)
+    eager_run = drive(eager, net, latency=slow)
+    true_closest = net.closest(target, exclude=own)
+    got = [x for x, _ in eager.closest_responders()]
+    assert len(got) == DEFAULT_K
+    assert eager_run.now < patient_run.now
+    assert [x for x, _ in patient.closest_responders()] == true_closest
+    # The fast half of the true closest nodes is still found.
+    fast_closest = [x for x in true_closest if x.addr not in slow]
+    assert set(fast_closest) <= set(got)

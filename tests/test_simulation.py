@@ -36,7 +36,8 @@ async def test_two_thousand_nodes_with_dead_nodes_and_loss(autojump_clock: trio.
     # Lookups converge on k = 8 answering nodes (a few run out of candidates first).
     assert statistics.median(o.replies for o in result.outcomes) >= 8
     assert min(o.replies for o in result.outcomes) >= 1
-    assert sum(o.timeouts for o in result.outcomes) > 0  # the dead nodes were in the way
+    # The dead nodes were in the way: they held slots until the soft timeout.
+    assert sum(o.soft_timeouts for o in result.outcomes) >= len(result.outcomes)
     # Every announce reached several of the closest nodes (20% are dead, 5% of packets lost).
     assert len(result.announce_acks) == 20
     assert min(result.announce_acks) >= 3

@@ -93,6 +93,8 @@ class LookupOutcome:
     queries: int
     replies: int
     timeouts: int
+    soft_timeouts: int = 0
+    """Queries that outlived the lookup's soft timeout (answered late, failed, or left behind)."""
 
 
 @dataclass
@@ -323,6 +325,7 @@ async def run_scenario(scenario: Scenario) -> ScenarioResult:
                         queries=st.queries,
                         replies=st.replies,
                         timeouts=st.timeouts,
+                        soft_timeouts=st.soft_timeouts,
                     )
                 )
 
