@@ -193,6 +193,8 @@ class DHTNode:
         self._announce_callbacks: list[Callable[[PeerAnnounced], None]] = []
         self._resolved_routers: list[Address] | None = None
         self.joined = trio.Event()
+        #: Datagrams whose handling raised (a bug in the core); the node carries on.
+        self.internal_errors = 0
         self._nursery: trio.Nursery | None = None
 
     # --- identity and figures --------------------------------------------------------
@@ -277,7 +279,11 @@ class DHTNode:
             now = trio.current_time()
             unsent = 0
             for data, addr in batch:
-                proto.receive_datagram(data, addr, now)
+                try:
+                    proto.receive_datagram(data, addr, now)
+                except Exception:  # a bug, never bad input: the core drops that itself
+                    self.internal_errors += 1
+                    log.exception("internal error handling a datagram from %s", addr)
                 unsent += 1
                 if unsent == RECEIVE_FLUSH_EVERY:
                     # Answer a burst as it is read, not at its end (see the constant).
@@ -556,13 +562,14 @@ class DHTNode:
         """
         timeout = self._bootstrap_timeout if timeout is None else timeout
         own = self.node_id
-        # PROTOCOL: ping every saved contact at start-up. The lookup below asks
-        # only those closest to our ID; without this the rest of a saved table
-        # is forgotten, and a restarted node comes back with k contacts.
+        # Ping every saved contact (BEP 5 / PROTOCOL.md: "at start-up, ping the
+        # saved contacts"). The lookup below asks only those closest to our ID;
+        # without this a restarted node would come back with k contacts.
         now = trio.current_time()
         for contact in self._saved_contacts:
             self.proto.ping_contact(contact, now)
         self._transmit()
+        routers: list[Address] = []
         with trio.move_on_after(timeout):
             routers = await self._routers()
         lookup = Lookup(
@@ -591,6 +598,11 @@ class DHTNode:
             if self._saved_contacts:
                 tried.insert(0, f"{len(self._saved_contacts)} saved contacts")
             what = ", ".join(tried) if tried else "no bootstrap nodes and no saved contacts"
+            if self.bootstrap_nodes and not routers and not self._saved_contacts:
+                raise BootstrapError(
+                    f"none of the bootstrap nodes resolved to an address (tried {what}). "
+                    "Are you offline? Pass a reachable node with --bootstrap HOST:PORT."
+                )
             raise BootstrapError(
                 f"no DHT node answered within {timeout:g} s (tried {what}). "
                 "Check the network, or pass a reachable node with --bootstrap HOST:PORT."

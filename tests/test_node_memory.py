@@ -21,6 +21,7 @@ import trio
 import trio.testing
 
 from mainline_dht.contact import Address
+import mainline_dht.node as node_module
 from mainline_dht.errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
 from mainline_dht.krpc import AnnouncePeer, FindNode, GetPeers, Ping, SampleInfohashes, UnknownQuery
 from mainline_dht.node import MAINTENANCE_INTERVAL, DHTNode, open_node
@@ -79,6 +80,25 @@ async def test_query_and_ping_return_responses(autojump_clock: trio.testing.Mock
             # Both ended up in each other's tables (b verified a with a ping).
             await trio.sleep(1.0)
             assert b.node_id in a.table and a.node_id in b.table
+
+
+async def test_the_receive_loop_survives_an_internal_error(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with two_nodes() as (_, a, b):
+            real = b.proto.receive_datagram
+
+            def fragile(data: bytes, addr: tuple[str, int], now: float) -> None:
+                if data == b"boom":
+                    raise RuntimeError("a bug in the core")
+                real(data, addr, now)
+
+            monkeypatch.setattr(b.proto, "receive_datagram", fragile)
+            a.transport.send(b"boom", b.local_address)
+            resp = await a.ping(b.local_address)
+            assert resp.sender_id == b.node_id
+            assert b.internal_errors == 1
 
 
 async def test_query_timeout_when_the_remote_is_dead(autojump_clock: trio.testing.MockClock) -> None:
@@ -244,6 +264,23 @@ async def test_bootstrap_error_names_what_was_tried(autojump_clock: trio.testing
             async with open_node(transport=net.open_transport(), bootstrap=(), rng=random.Random(2)) as node:
                 with pytest.raises(BootstrapError, match="no bootstrap nodes"):
                     await node.bootstrap(timeout=1.0)
+
+
+async def test_bootstrap_error_says_when_no_router_resolved(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def offline(addr: tuple[str, int]) -> tuple[str, int]:
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(node_module, "resolve_address", offline)
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_memory_network(rng=random.Random(0)) as net:
+            async with open_node(
+                transport=net.open_transport(), bootstrap=(("router.example", 6881),), rng=random.Random(1)
+            ) as node:
+                with pytest.raises(BootstrapError, match="resolved") as info:
+                    await node.bootstrap(timeout=2.0)
+                assert "router.example:6881" in str(info.value) and "--bootstrap" in str(info.value)
 
 
 async def test_bootstrap_joins_through_a_router_that_stays_out_of_the_table(
