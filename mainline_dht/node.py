@@ -72,6 +72,8 @@ DEFAULT_BOOTSTRAP_TIMEOUT: Final = 10.0
 #: Queries one lookup may send at most: a bound against hostile or broken
 #: networks (a healthy lookup needs 10-50).
 DEFAULT_MAX_LOOKUP_QUERIES: Final = 300
+#: Seconds between bootstrap attempts when no first query was answered.
+BOOTSTRAP_RETRY_PAUSE: Final = 0.5
 #: Bucket-refresh lookups run at once.
 PARALLEL_REFRESHES: Final = 4
 #: Seconds between maintenance rounds (bucket refresh, questionable pings, saving).
@@ -313,6 +315,7 @@ class DHTNode:
         node_id: bytes | None = None,
         timeout: float | None = None,
         learn: bool = True,
+        abandon_on_cancel: bool = False,
     ) -> ResponseMessage:
         """Send one query and wait for its reply.
 
@@ -323,6 +326,10 @@ class DHTNode:
             node_id: the ID expected at ``addr``; a timeout then counts against it.
             timeout: seconds to wait (default: the node's query timeout).
             learn: add the responder to the routing table.
+            abandon_on_cancel: if the caller is cancelled, stop waiting but let
+                the query run out in the core: a late answer still teaches the
+                routing table, and a timeout still counts against ``node_id``
+                (lookups use this for the stragglers they leave behind).
 
         Returns:
             The reply.
@@ -343,7 +350,8 @@ class DHTNode:
         finally:
             if waiter.result is None:
                 self._waiters.pop(key, None)
-                self.proto.cancel(key)
+                if not abandon_on_cancel:
+                    self.proto.cancel(key)
         result = waiter.result
         if type(result) is ResponseReceived:
             return result.response
@@ -386,6 +394,7 @@ class DHTNode:
                     for i, addr in enumerate(self.bootstrap_nodes):
                         nursery.start_soon(one, i, addr)
             self._resolved_routers = [resolved[i] for i in sorted(resolved)]
+            self.proto.router_addresses.update(self._resolved_routers)
             if not self._resolved_routers:
                 # Nothing resolved (offline?): try again next time.
                 self._resolved_routers = None
@@ -417,6 +426,7 @@ class DHTNode:
                     node_id=None if is_router else contact.id,
                     timeout=timeout,
                     learn=not is_router,
+                    abandon_on_cancel=True,
                 )
             except QueryTimeout:
                 lookup.on_failure(contact, trio.current_time())
@@ -572,27 +582,34 @@ class DHTNode:
         routers: list[Address] = []
         with trio.move_on_after(timeout):
             routers = await self._routers()
-        lookup = Lookup(
-            own,
-            self._saved_contacts + self.proto.table.closest(own, 2 * self.proto.config.k),
-            now=trio.current_time(),
-            own_id=own,
-            k=self.proto.config.k,
-            routers=routers,
-            max_queries=DEFAULT_MAX_LOOKUP_QUERIES,
-        )
-        answered = trio.Event()
-        with trio.move_on_after(timeout) as scope:
-            async with trio.open_nursery() as nursery:
+        deadline = trio.current_time() + timeout
+        while True:
+            lookup = Lookup(
+                own,
+                self._saved_contacts + self.proto.table.closest(own, 2 * self.proto.config.k),
+                now=trio.current_time(),
+                own_id=own,
+                k=self.proto.config.k,
+                routers=routers,
+                max_queries=DEFAULT_MAX_LOOKUP_QUERIES,
+            )
+            answered = trio.Event()
+            with trio.move_on_at(deadline) as scope:
+                async with trio.open_nursery() as nursery:
 
-                async def run() -> None:
-                    await self._drive(lookup, lambda: FindNode(own), first_reply=answered)
-                    answered.set()  # finished: stop waiting either way
+                    async def run() -> None:
+                        await self._drive(lookup, lambda: FindNode(own), first_reply=answered)
+                        answered.set()  # finished: stop waiting either way
 
-                nursery.start_soon(run)
-                # Before the first answer ``timeout`` rules; past it the lookup takes its time.
-                await answered.wait()
-                scope.deadline = math.inf
+                    nursery.start_soon(run)
+                    # Before the first answer ``timeout`` rules; past it the lookup takes its time.
+                    await answered.wait()
+                    scope.deadline = math.inf
+            # Every first query lost (a lossy link, a router that dropped it)? Ask
+            # again while the time allows: one try per router is too fragile.
+            if lookup.stats.replies or trio.current_time() >= deadline or not (routers or self._saved_contacts):
+                break
+            await trio.sleep(min(BOOTSTRAP_RETRY_PAUSE, max(0.0, deadline - trio.current_time())))
         if lookup.stats.replies == 0:
             tried = [f"{a[0]}:{a[1]}" for a in self.bootstrap_nodes]
             if self._saved_contacts:

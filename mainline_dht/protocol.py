@@ -220,6 +220,9 @@ class NodeProtocol:
         self.stats = ProtocolStats()
         #: Our address as others report it (BEP 42 ``ip``), most recent votes.
         self.reported_addresses: deque[Address] = deque(maxlen=32)
+        #: Bootstrap routers' addresses: never put in the routing table, however
+        #: they reach us (as repliers, queriers, or in someone's ``nodes``).
+        self.router_addresses: set[Address] = set()
         self._pending: dict[TransactionKey, _Pending] = {}
         self._deadlines: list[tuple[float, int, TransactionKey]] = []
         self._seq = 0
@@ -430,6 +433,8 @@ class NodeProtocol:
     def _learn(
         self, contact: Contact, now: float, *, responded: bool, read_only: bool = False, rtt: float | None = None
     ) -> None:
+        if contact.addr in self.router_addresses:
+            return  # BEP 5: bootstrap routers never enter the routing table
         result = self.table.heard_from(contact, now, responded=responded, read_only=read_only, rtt=rtt)
         if result.outcome is Outcome.VERIFY:
             self._ping(contact, now)
