@@ -201,24 +201,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535: {text!r}")
-    return value
+def _int_in_range(lo: int, hi: int, what: str, out_of_range: str) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``lo`` to ``hi``, else ``out_of_range`` as the error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{out_of_range}: {text!r}")
+        return value
+
+    return parse
 
 
-def _node_count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 2 <= value <= 20000:
-        raise argparse.ArgumentTypeError(f"must be between 2 and 20000: {text!r}")
-    return value
+_port = _int_in_range(1, 65535, "a port number", "port must be 1-65535")
+_node_count = _int_in_range(2, 20000, "a whole number", "must be between 2 and 20000")
 
 
 # --- the parser ---------------------------------------------------------------------

@@ -86,17 +86,6 @@ def net() -> Iterator[Net]:
     thread.join(timeout=10)
 
 
-@pytest.fixture(autouse=True)
-def _reset_cli_logging() -> Iterator[None]:
-    """Drop the stderr handler ``main`` installs (it points at this test's captured stderr)."""
-    yield
-    logger = logging.getLogger("mainline_dht")
-    for handler in list(logger.handlers):
-        if getattr(handler, "_mainline_dht_cli", False):
-            logger.removeHandler(handler)
-    logger.setLevel(logging.NOTSET)
-
-
 def _addr(a: Address) -> str:
     return f"{a[0]}:{a[1]}"
 

@@ -20,17 +20,6 @@ from mainline_dht.demo import DEMO_ANNOUNCERS, DEMO_PEER_PORT, demo_info_hash
 from mainline_dht.localnet import loopback_addresses, loopback_ips, open_local_network
 
 
-@pytest.fixture(autouse=True)
-def _reset_cli_logging() -> Iterator[None]:
-    """Drop the stderr handler ``main`` installs (it points at this test's captured stderr)."""
-    yield
-    logger = logging.getLogger("mainline_dht")
-    for handler in list(logger.handlers):
-        if getattr(handler, "_mainline_dht_cli", False):
-            logger.removeHandler(handler)
-    logger.setLevel(logging.NOTSET)
-
-
 def _demo(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = cli.main(["demo", *argv])
     out, err = capsys.readouterr()
