@@ -526,7 +526,7 @@ async def lookup_and_print(
                         peers.append((ip, port))
                         if json_out:
                             emit({"event": "peer", "ip": ip, "port": port,
-                                  "elapsed": round(trio.current_time() - started, 4)})
+                                  "elapsed": round(stream.found_at((ip, port)) - started, 4)})
                         else:
                             status.clear()
                             print(_format_address((ip, port)), flush=True)

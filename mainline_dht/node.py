@@ -146,6 +146,7 @@ class PeerStream:
         self.lookup = lookup
         self._receive = receive
         self._error: BaseException | None = None
+        self._found_at: dict[Address, float] = {}
 
     @property
     def stats(self) -> LookupStats:
@@ -156,6 +157,17 @@ class PeerStream:
     def peers(self) -> list[Address]:
         """Every peer found so far, in arrival order."""
         return list(self.lookup.peers)
+
+    def found_at(self, peer: Address) -> float:
+        """When the lookup received ``peer`` (``trio.current_time()`` clock).
+
+        The reader may take a peer from the stream later than that, even after
+        the lookup has finished; figures about the lookup use this time.
+
+        Raises:
+            KeyError: ``peer`` has not been found by this lookup.
+        """
+        return self._found_at[peer]
 
     def __aiter__(self) -> PeerStream:
         return self
@@ -490,7 +502,9 @@ class DHTNode:
         stream = PeerStream(lookup, receive)
 
         def deliver(peers: list[Address]) -> None:
+            now = trio.current_time()
             for peer in peers:
+                stream._found_at[peer] = now
                 send.send_nowait(peer)
 
         async def run() -> None:

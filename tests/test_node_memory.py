@@ -185,6 +185,27 @@ async def test_get_peers_streams_each_peer_once_as_it_arrives(autojump_clock: tr
             assert stream.peers == peers
 
 
+async def test_a_slow_reader_sees_when_each_peer_was_found(autojump_clock: trio.testing.MockClock) -> None:
+    # The reader takes peers long after they arrived, even after the lookup ended:
+    # found_at() still tells when the lookup received each, never after it finished.
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with sim(200, seed=1) as net:
+            for i, node in enumerate(net.nodes[10:13]):
+                assert await node.announce(INFO_HASH, 7000 + i) >= 6
+            read_at: dict[Address, float] = {}
+            async with net.nodes[100].get_peers(INFO_HASH) as stream:
+                async for peer in stream:
+                    await trio.sleep(10.0)
+                    read_at[peer] = trio.current_time()
+            st = stream.stats
+            assert len(read_at) == 3 and st.finished_at is not None and st.first_peer_at is not None
+            found = {p: stream.found_at(p) for p in read_at}
+            assert min(found.values()) == st.first_peer_at
+            assert all(st.started_at <= at <= st.finished_at < read_at[p] for p, at in found.items())
+            with pytest.raises(KeyError):
+                stream.found_at(("192.0.2.1", 1))
+
+
 async def test_announce_then_another_node_finds_the_peer(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(VIRTUAL_LIMIT):
         async with sim(150, seed=2) as net:
