@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
+
+# Tests never assert on wall time: a loaded CI machine must not turn a slow
+# example into a failure. The fuzz tests that promise bounded decode time set
+# their own explicit deadline. HYPOTHESIS_PROFILE=soak runs many more examples
+# (for a local search for rare failures; not used by CI).
+settings.register_profile("project", deadline=None)
+settings.register_profile("soak", deadline=None, max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "project"))
 
 
 @pytest.fixture(autouse=True)
