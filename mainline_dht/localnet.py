@@ -187,7 +187,8 @@ async def open_local_network(
         raise ValueError("a network needs at least one node")
     addrs, shared = loopback_addresses(n + 1, base=base)
     addrs, spare = addrs[:n], (addrs[n][0], 0)
-    config = NodeConfig(max_per_ip=None) if shared else NodeConfig()
+    # One address for every node: the per-IP rules would see one host.
+    config = NodeConfig(max_per_ip=None, query_rate_per_ip=None) if shared else NodeConfig()
     async with AsyncExitStack() as stack:
         transports: list[UDPTransport] = []
         for addr in addrs:

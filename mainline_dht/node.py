@@ -105,6 +105,8 @@ class NodeStats:
         outstanding: our queries in flight.
         infohashes, stored_peers: the peer store's contents.
         announces_accepted: valid ``announce_peer`` queries received.
+        queries_rate_limited: queries dropped unanswered because their source IP
+            was over its budget (``NodeConfig.query_rate_per_ip``).
     """
 
     table_size: int
@@ -124,6 +126,7 @@ class NodeStats:
     infohashes: int
     stored_peers: int
     announces_accepted: int
+    queries_rate_limited: int
 
 
 class _Waiter:
@@ -252,6 +255,7 @@ class DHTNode:
             infohashes=p.peer_store.num_infohashes,
             stored_peers=p.peer_store.num_peers,
             announces_accepted=s.announces_accepted,
+            queries_rate_limited=s.queries_rate_limited,
         )
 
     def on_peer_announced(self, callback: Callable[[PeerAnnounced], None]) -> None:

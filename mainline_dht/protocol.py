@@ -69,6 +69,7 @@ from .krpc import (
     query_fields_untrusted,
 )
 from .peer_store import DEFAULT_MAX_VALUES_PER_REPLY, PeerStore
+from .rate_limit import DEFAULT_QUERY_BURST, DEFAULT_QUERY_RATE, QueryRateLimiter
 from .routing_table import Outcome, RoutingTable
 from .tokens import TokenManager
 
@@ -153,6 +154,12 @@ class NodeConfig:
     """Verification and eviction pings per second."""
     max_pending_pings: int = DEFAULT_MAX_PENDING_PINGS
     """Verification pings in flight at once, and queued beyond the budget."""
+    query_rate_per_ip: float | None = DEFAULT_QUERY_RATE
+    """Queries per second one source IP may send us, sustained; more are dropped
+    unanswered (see :mod:`mainline_dht.rate_limit`). ``None``: no limit, for a
+    network whose nodes share one address, or a benchmark's single blaster."""
+    query_burst_per_ip: float = DEFAULT_QUERY_BURST
+    """Queries one source IP may send in a row after a quiet spell."""
 
 
 @dataclass(slots=True)
@@ -173,6 +180,7 @@ class ProtocolStats:
     announces_accepted: int = 0
     verification_pings: int = 0
     pings_rate_limited: int = 0
+    queries_rate_limited: int = 0
     queries_by_method: dict[bytes, int] = field(default_factory=dict)
 
 
@@ -244,6 +252,12 @@ class NodeProtocol:
         self._reply_tail = (b"" if version is None else b"1:v%d:%b" % (len(version), version)) + b"1:y1:re"
         # (node ID, address) -> when a querier outside the table was last reported to it.
         self._querier_memo: dict[tuple[bytes, Address], float] = {}
+        #: Per-IP budget of incoming queries (``None``: unlimited).
+        self.query_limiter = (
+            None
+            if config.query_rate_per_ip is None
+            else QueryRateLimiter(rate=config.query_rate_per_ip, burst=config.query_burst_per_ip)
+        )
         # IP -> its bencoded ``token`` field, valid until the secret rotates at _token_memo_until.
         self._token_memo: dict[str, bytes] = {}
         self._token_memo_until = -math.inf
@@ -383,7 +397,7 @@ class NodeProtocol:
             msg = decode_value_untrusted(value)
         except DecodeError as exc:
             self.stats.malformed += 1
-            if exc.is_query and exc.tid is not None and not self._read_only:
+            if exc.is_query and exc.tid is not None and not self._read_only and self._within_budget(addr, now):
                 self._send_error(exc.tid, ErrorCode.PROTOCOL, str(exc), addr)
             return
         if type(msg) is QueryMessage:
@@ -509,7 +523,7 @@ class NodeProtocol:
         # Unknown methods share one counter: their names are chosen by strangers.
         method = b"unknown" if type(query) is UnknownQuery else query.method
         stats.queries_by_method[method] = stats.queries_by_method.get(method, 0) + 1
-        if self._read_only:
+        if self._read_only or not self._within_budget(addr, now):
             return  # BEP 43: read-only nodes answer nothing
         if msg.sender_id != self.node_id:
             self._learn_querier(msg.sender_id, addr, now, msg.read_only)
@@ -549,7 +563,7 @@ class NodeProtocol:
         stats.queries_received += 1
         by_method = stats.queries_by_method
         by_method[method] = by_method.get(method, 0) + 1
-        if self._read_only:
+        if self._read_only or not self._within_budget(addr, now):
             return  # BEP 43: read-only nodes answer nothing
         if sender_id != self.node_id:
             self._learn_querier(sender_id, addr, now, read_only)
@@ -585,6 +599,14 @@ class NodeProtocol:
                 data = b"".join(parts)
         self._out.append((data, addr))
         stats.replies_sent += 1
+
+    def _within_budget(self, addr: Address, now: float) -> bool:
+        """Whether a query from ``addr`` may be answered (the per-IP budget); counts a refusal."""
+        limiter = self.query_limiter
+        if limiter is None or limiter.allow(addr[0], now):
+            return True
+        self.stats.queries_rate_limited += 1
+        return False
 
     def _token_field(self, ip: str, now: float) -> bytes:
         """Issue the token for ``ip`` as a bencoded ``token`` field; remember it until the secret rotates."""

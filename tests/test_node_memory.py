@@ -135,6 +135,32 @@ async def test_krpc_error_for_an_error_reply(autojump_clock: trio.testing.MockCl
             assert resp.sender_id == b.node_id
 
 
+async def test_a_node_answers_one_ip_within_its_budget(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with two_nodes() as (_, a, b):
+            burst = int(b.proto.config.query_burst_per_ip)
+            answered = 0
+
+            async def one() -> None:
+                nonlocal answered
+                try:
+                    await a.ping(b.local_address)
+                    answered += 1
+                except QueryTimeout:
+                    pass
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(burst + 30):
+                    nursery.start_soon(one)
+            # The first `burst` queries are answered (one of them may be a's own
+            # verification ping of b); the rest arrive within the same few
+            # milliseconds, before the bucket refills a single token.
+            st = b.stats
+            assert st.replies_sent == burst and burst - 1 <= answered <= burst
+            assert st.queries_rate_limited == st.queries_received - burst >= 30
+            assert a.stats.timeouts == burst + 30 - answered
+
+
 async def test_query_refuses_caller_mistakes(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(VIRTUAL_LIMIT):
         async with two_nodes() as (_, a, b):

@@ -38,6 +38,7 @@ from mainline_dht.krpc import (
     unpack_peer_untrusted,
 )
 from mainline_dht.protocol import CLIENT_VERSION, DEFAULT_QUERY_TIMEOUT, PEER_EXPIRY_SWEEP, NodeConfig, NodeProtocol
+from mainline_dht.rate_limit import DEFAULT_MAX_TRACKED
 from mainline_dht.routing_table import BAD_AFTER_FAILURES, NodeStatus, TableEntry
 
 SERVER: Address = ("10.0.0.1", 6881)
@@ -786,6 +787,59 @@ def test_a_flood_of_spoofed_queries_leaves_memory_bounded() -> None:
     assert len(core.reported_addresses) <= 32
     assert core.peer_store.num_peers == 0
     assert drain_events(core) == []
+
+
+def _kinds_of_query(i: int) -> bytes:
+    """Query ``i`` of a mixed stream: every method, and a malformed one that earns a 203."""
+    return [
+        raw_query(b"ping", {}, tid=b"%x" % i),
+        raw_query(b"find_node", {b"target": INFO_HASH}, tid=b"%x" % i),
+        raw_query(b"get_peers", {b"info_hash": INFO_HASH}, tid=b"%x" % i),
+        raw_query(b"sample_infohashes", {b"target": INFO_HASH}, tid=b"%x" % i),
+        raw_query(b"announce_peer", {b"info_hash": INFO_HASH, b"port": 1, b"token": b"x"}, tid=b"%x" % i),
+        raw_query(b"frob", {}, tid=b"%x" % i),
+        raw_query(b"get_peers", {}, tid=b"%x" % i),  # malformed
+    ][i % 7]
+
+
+def test_one_ip_gets_its_budget_of_answers_and_no_more() -> None:
+    cfg = NodeConfig()
+    core = make_core("s", config=cfg)
+    populate(core, 30)
+    burst, rate = int(cfg.query_burst_per_ip), cfg.query_rate_per_ip
+    assert rate is not None
+    # A burst of every kind of query from one IP, from many ports: the budget is per IP.
+    answered = sum(
+        len(ask(core, _kinds_of_query(i), (CLIENT[0], 1024 + i), 0.0)) for i in range(1000)
+    )
+    assert answered == burst
+    assert core.stats.queries_rate_limited == 1000 - burst
+    assert core.stats.queries_received + core.stats.malformed == 1000  # every query still counted
+    # Another IP is answered meanwhile; the flooder gets `rate` more a second later.
+    assert len(ask(core, raw_query(b"ping", {}), SERVER, 0.0)) == 1
+    assert sum(len(ask(core, raw_query(b"ping", {}), CLIENT, 1.0)) for _ in range(100)) == int(rate)
+    # Refused queriers do not reach the routing table or the peer store.
+    assert core.peer_store.num_peers == 0
+
+
+def test_replies_to_our_queries_are_not_charged_to_the_budget() -> None:
+    core = make_core("s")
+    for i in range(200):
+        ask(core, raw_query(b"ping", {}), SERVER, 0.0)
+    assert core.stats.queries_rate_limited > 0
+    key = core.send_query(Ping(), SERVER, 0.0)
+    core.datagrams_to_send()
+    drain_events(core)
+    core.receive_datagram(_response(key[0], b"\x05" * 20), SERVER, 0.1)
+    [event] = drain_events(core)
+    assert isinstance(event, ResponseReceived) and event.key == key
+
+
+def test_no_budget_when_the_rate_is_none() -> None:
+    core = make_core("s", config=NodeConfig(query_rate_per_ip=None))
+    assert core.query_limiter is None
+    assert sum(len(ask(core, raw_query(b"ping", {}), CLIENT, 0.0)) for _ in range(1000)) == 1000
+    assert core.stats.queries_rate_limited == 0
 
 
 def test_deliver_all_moves_datagrams_until_quiet() -> None:

@@ -23,6 +23,7 @@ PURE_MODULES = [
     "mainline_dht.routing_table",
     "mainline_dht.tokens",
     "mainline_dht.peer_store",
+    "mainline_dht.rate_limit",
     "mainline_dht.krpc",
     "mainline_dht.protocol",
     "mainline_dht.lookup",
