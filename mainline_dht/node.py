@@ -39,7 +39,7 @@ from .krpc import AnnouncePeer, FindNode, GetPeers, Ping, Query, ResponseMessage
 from .lookup import UNKNOWN_ID, Lookup, LookupStats
 from .node_id import random_id_in_range, random_node_id
 from .protocol import NodeConfig, NodeProtocol
-from .routing_table import NodeStatus
+from .routing_table import NodeStatus, split_saved_contacts
 from .state_file import load_contacts, save_table
 from .transport import DatagramTransport, open_udp_transport
 
@@ -590,21 +590,26 @@ class DHTNode:
         """
         timeout = self._bootstrap_timeout if timeout is None else timeout
         own = self.node_id
-        # Ping every saved contact (BEP 5 / PROTOCOL.md: "at start-up, ping the
+        # Ping the saved contacts (BEP 5 / PROTOCOL.md: "at start-up, ping the
         # saved contacts"). The lookup below asks only those closest to our ID;
-        # without this a restarted node would come back with k contacts.
+        # without this a restarted node would come back with k contacts. Those
+        # that held a place in the table are pinged first and the overflow after
+        # the lookup, so the former entries get their places back.
+        cfg = self.proto.config
+        saved, overflow = split_saved_contacts(own, self._saved_contacts, k=cfg.k, max_per_ip=cfg.max_per_ip)
         now = trio.current_time()
-        for contact in self._saved_contacts:
+        for contact in saved:
             self.proto.ping_contact(contact, now)
         self._transmit()
         routers: list[Address] = []
         with trio.move_on_after(timeout):
             routers = await self._routers()
         deadline = trio.current_time() + timeout
+        start = saved
         while True:
             lookup = Lookup(
                 own,
-                self._saved_contacts + self.proto.table.closest(own, 2 * self.proto.config.k),
+                start + self.proto.table.closest(own, 2 * self.proto.config.k),
                 now=trio.current_time(),
                 own_id=own,
                 k=self.proto.config.k,
@@ -628,6 +633,13 @@ class DHTNode:
             if lookup.stats.replies or trio.current_time() >= deadline or not (routers or self._saved_contacts):
                 break
             await trio.sleep(min(BOOTSTRAP_RETRY_PAUSE, max(0.0, deadline - trio.current_time())))
+            if overflow:  # the former table's entries are silent: try the rest at once
+                start = saved + overflow
+                now = trio.current_time()
+                for contact in overflow:
+                    self.proto.ping_contact(contact, now)
+                self._transmit()
+                overflow = []
         if lookup.stats.replies == 0:
             tried = [f"{a[0]}:{a[1]}" for a in self.bootstrap_nodes]
             if self._saved_contacts:
@@ -642,7 +654,11 @@ class DHTNode:
                 f"no DHT node answered within {timeout:g} s (tried {what}). "
                 "Check the network, or pass a reachable node with --bootstrap HOST:PORT."
             )
-        self.proto.table.touch_bucket(own, trio.current_time())
+        now = trio.current_time()
+        for contact in overflow:  # fills the holes of saved contacts that are gone
+            self.proto.ping_contact(contact, now)
+        self._transmit()
+        self.proto.table.touch_bucket(own, now)
         await self.refresh_buckets(not_full=True)
         self.joined.set()
         log.info("joined the DHT: %d contacts", len(self.proto.table))

@@ -887,3 +887,29 @@ class RoutingTable:
             return ()
         pick.last_ping_request = now
         return (pick.contact,)
+
+
+def split_saved_contacts(
+    own_id: bytes, contacts: Sequence[Contact], *, k: int = DEFAULT_K, max_per_ip: int | None = 1
+) -> tuple[list[Contact], list[Contact]]:
+    """Split saved contacts into those an empty table would hold and the rest.
+
+    ``contacts`` come best first, as :func:`mainline_dht.state_file.load_contacts`
+    returns them: the former table's entries, then its replacements. Filling an
+    empty table with our ID in that order puts the former entries back in their
+    buckets; what does not fit is the overflow.
+
+    A restarting node pings the first list at once and the overflow later, so
+    that the contacts it knew longest get their places back, rather than
+    whichever saved contact happens to answer first (Kademlia keeps the
+    longest-known nodes: they are the likeliest to stay online).
+
+    Returns:
+        ``(fits, overflow)``, each in the given order; our own ID is in neither.
+    """
+    probe = RoutingTable(own_id, k=k, max_per_ip=max_per_ip, now=0.0)
+    for contact in contacts:
+        probe.restore(contact, 0.0)
+    fits = [c for c in contacts if (e := probe.get(c.id)) is not None and e.addr == c.addr]
+    kept = set(fits)
+    return fits, [c for c in contacts if c not in kept and c.id != own_id]

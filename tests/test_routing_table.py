@@ -20,6 +20,7 @@ from mainline_dht.routing_table import (
     Outcome,
     RoutingTable,
     TableEntry,
+    split_saved_contacts,
 )
 
 OWN = bytes(20)  # own ID 0: the far half of the space is every ID with the top bit set
@@ -468,6 +469,31 @@ def test_state_round_trip_restores_unverified_contacts() -> None:
         RoutingTable.from_state({**state, "version": 2}, now=0.0)
     other = RoutingTable.from_state(state, now=0.0, own_id=rng.randbytes(20))
     assert other.own_id != own
+
+
+def test_split_saved_contacts_puts_the_former_entries_first() -> None:
+    rng = random.Random(4)
+    own = rng.randbytes(20)
+    table = RoutingTable(own)
+    for i in range(300):  # enough that the far buckets overflow into their caches
+        table.heard_from(contact(rng.randbytes(20), i), 0.0, responded=True)
+    state = table.to_state()
+    assert state["replacements"]
+    saved = [*state["nodes"], *state["replacements"]]
+    fits, overflow = split_saved_contacts(own, saved)
+    assert fits == state["nodes"]
+    assert overflow == state["replacements"]
+    # The order decides: the replacements given first take the places instead.
+    fits2, overflow2 = split_saved_contacts(own, [*state["replacements"], *state["nodes"]])
+    assert set(state["replacements"]) <= set(fits2) and set(fits2) != set(fits)
+    assert sorted(fits2 + overflow2) == sorted(saved)
+
+
+def test_split_saved_contacts_leaves_out_our_own_id() -> None:
+    mine = Contact(OWN, ("203.0.0.1", 1))
+    other = contact(far_id(1), 2)
+    assert split_saved_contacts(OWN, [mine, other]) == ([other], [])
+    assert split_saved_contacts(OWN, []) == ([], [])
 
 
 # --- property tests -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import trio.testing
 
 from mainline_dht.errors import BootstrapError
 from mainline_dht.node import MAINTENANCE_INTERVAL, SAVE_INTERVAL, open_node
+from mainline_dht.routing_table import split_saved_contacts
 from mainline_dht.state_file import load_contacts
 from mainline_dht.testing import LinkModel
 from mainline_dht.testing._sim import open_sim_network
@@ -87,6 +88,35 @@ async def test_a_restarted_node_rejoins_from_saved_contacts_by_itself(
                 assert len(node.table) >= before - 2
                 # Mostly the same contacts as before the restart.
                 assert len(first_ids & {e.id for e in node.table}) >= len(first_ids) * 3 // 4
+
+
+async def test_when_the_former_entries_are_gone_the_saved_overflow_rejoins(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # The saved contacts that held a place in the table are asked first; when
+    # none of them answers, the others (former replacements) are asked next.
+    state = tmp_path / "table.dat"
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_sim_network(80, seed=2, link=LinkModel(median_rtt=0.05)) as sim:
+            async with open_node(
+                transport=sim.net.open_transport(),
+                bootstrap=(sim.nodes[0].local_address,),
+                state_path=state,
+                rng=random.Random(2),
+            ) as node:
+                await node.bootstrap()
+            own, saved = load_contacts(state)
+            fits, overflow = split_saved_contacts(own, saved)
+            assert fits and overflow
+            for contact in fits:
+                sim.net.set_dead(contact.addr)
+            async with open_node(
+                transport=sim.net.open_transport(), bootstrap=(), state_path=state, rng=random.Random(3)
+            ) as node:
+                await node.bootstrap()
+                ids = {e.id for e in node.table}
+                assert ids & {c.id for c in overflow}
+                assert not ids & {c.id for c in fits}
 
 
 async def test_dead_saved_contacts_give_a_bootstrap_error_and_keep_the_file(
