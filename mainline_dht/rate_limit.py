@@ -7,11 +7,15 @@ per source IP bounds both: each IP has a token bucket that refills at
 ``rate`` queries per second up to ``burst``; a query that finds the bucket
 empty is dropped unanswered.
 
-The figure comes from the reference implementation: libtorrent drops queries
-from an IP above 5 per second (its ``dht_block_ratelimit`` default). A
-well-behaved node asks one node a few questions per lookup, so it stays far
-below that; the burst lets a node that is joining, or refreshing several
-buckets at once, ask a neighbour a few dozen questions in a row.
+The figures match the reference implementation's: libtorrent counts each IP's
+queries over 10-second windows and ignores an IP that sends 50 in one (its
+``dht_block_ratelimit`` of 5 a second) for 5 minutes. We drop only the excess
+instead of banning: an IP behind which many users share one NAT address is
+slowed, not shut out. A well-behaved node asks one node a few questions per
+lookup, so it stays far below that (ours send at most 15 in 10 s to any one
+node while joining and looking up; tests/test_simulation.py); the burst lets
+a node that is joining, or refreshing several buckets at once, ask a
+neighbour a few dozen questions in a row.
 
 Memory is bounded: at most ``max_tracked`` IPs are remembered, and when that
 many are, the least recently seen is forgotten. An IP that is forgotten starts
@@ -29,7 +33,8 @@ from typing import Final
 #: Queries per second one IP may send us, sustained (libtorrent's
 #: ``dht_block_ratelimit`` default).
 DEFAULT_QUERY_RATE: Final = 5.0
-#: Queries one IP may send us in a row after a quiet spell.
+#: Queries one IP may send us in a row after a quiet spell (libtorrent bans an
+#: IP at 50 queries in a 10-second window).
 DEFAULT_QUERY_BURST: Final = 50.0
 #: Source IPs remembered at once (about 150 bytes each).
 DEFAULT_MAX_TRACKED: Final = 65536

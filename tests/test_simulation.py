@@ -20,7 +20,7 @@ import trio.testing
 from mainline_dht.contact import Address
 from mainline_dht.node import DEFAULT_MAX_LOOKUP_QUERIES, DHTNode, open_node
 from mainline_dht.node_id import random_node_id
-from mainline_dht.testing._memory_net import LinkModel
+from mainline_dht.testing._memory_net import LinkModel, Packet
 from mainline_dht.testing._sim import Scenario, SimNetwork, open_sim_network, run_scenario
 
 
@@ -173,3 +173,42 @@ def test_scenario_defaults_match_the_issue() -> None:
     assert (s.dead_fraction, s.loss, s.median_rtt) == (0.2, 0.05, 0.1)
     assert s.alpha is None and s.soft_timeout is None and s.query_timeout is None and s.early_finish is None
 
+
+
+async def test_a_node_stays_under_the_query_rate_other_nodes_ban_at(autojump_clock: trio.testing.MockClock) -> None:
+    """Joining, lookups and 20 minutes of maintenance never send one node 50 queries in 10 s.
+
+    libtorrent ignores an IP for 5 minutes once it has sent 50 queries in a
+    10-second window (``dht_block_ratelimit`` 5/s); so does our own budget
+    (mainline_dht.rate_limit) drop the excess. A node that crossed that line
+    would lose the very neighbours its lookups need.
+    """
+    window, ban_at = 10.0, 50
+    async with open_sim_network(300, seed=5, link=LinkModel(median_rtt=0.1, loss=0.02)) as sim:
+        sent: dict[str, list[float]] = {}
+        transport = sim.net.open_transport()
+        me = transport.local_address
+
+        def count_queries(packet: Packet) -> Packet:
+            if packet.source == me and b"1:y1:q" in packet.payload:
+                sent.setdefault(packet.destination[0], []).append(trio.current_time())
+            return packet
+
+        sim.net.route_packet = count_queries
+        async with open_node(transport=transport, bootstrap=(sim.nodes[0].local_address,), rng=random.Random(9)) as node:
+            await node.bootstrap()
+            rng = random.Random(1)
+            for _ in range(20):
+                async with node.get_peers(rng.randbytes(20)) as peers:
+                    async for _ in peers:
+                        pass
+            await trio.sleep(1200.0)  # maintenance: verification pings, a round of bucket refreshes
+        assert node.stats.queries_sent > 400
+    worst = 0
+    for times in sent.values():
+        first = 0
+        for last, t in enumerate(times):
+            while t - times[first] >= window:
+                first += 1
+            worst = max(worst, last - first + 1)
+    assert 0 < worst < ban_at // 2
