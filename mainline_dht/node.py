@@ -671,7 +671,8 @@ class DHTNode:
             limit: refresh at most this many buckets.
             not_full: refresh every bucket holding fewer than k contacts (what a
                 node does right after joining, as libtorrent does), instead of
-                those idle for 15 minutes.
+                those idle for 15 minutes; our own bucket too when the whole
+                table holds fewer than k.
 
         Returns:
             How many buckets were refreshed.
@@ -679,7 +680,10 @@ class DHTNode:
         table = self.proto.table
         now = trio.current_time()
         if not_full:
-            own = table.bucket_for(self.node_id)
+            # The lookup of our own ID has just searched our own bucket, unless
+            # it found fewer than k contacts in all (many of the nodes it heard of
+            # were dead, say): then a lookup elsewhere in the space finds more.
+            own = table.bucket_for(self.node_id) if len(table) >= table.k else None
             ranges = [(b.lo, b.hi) for b in table.buckets if len(b.entries) < table.k and b is not own]
         else:
             ranges = table.buckets_to_refresh(now)

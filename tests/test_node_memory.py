@@ -253,6 +253,25 @@ async def test_announce_then_another_node_finds_the_peer(autojump_clock: trio.te
             assert b.local_address in seen
 
 
+async def test_refreshing_the_buckets_that_are_not_full(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with sim(200, seed=4) as net:
+            async with open_node(transport=net.net.open_transport(), bootstrap=(), rng=random.Random(4)) as node:
+                table = node.proto.table
+                now = trio.current_time()
+                for c in net.contacts[:3]:
+                    table.heard_from(c, now, responded=True)
+                # Three contacts, one bucket (ours): that bucket is searched too.
+                assert len(table.buckets) == 1
+                assert await node.refresh_buckets(not_full=True) == 1
+                assert len(table) > table.k
+                # With a table past k, our own bucket is left to the lookup of our
+                # own ID; only the other buckets that are not full are refreshed.
+                own = table.bucket_for(node.node_id)
+                not_full = [b for b in table.buckets if len(b.entries) < table.k and b is not own]
+                assert await node.refresh_buckets(not_full=True) == len(not_full)
+
+
 async def test_find_node_converges_on_the_closest(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(VIRTUAL_LIMIT):
         async with sim(200, seed=3) as net:
