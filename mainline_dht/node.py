@@ -597,10 +597,7 @@ class DHTNode:
         # the lookup, so the former entries get their places back.
         cfg = self.proto.config
         saved, overflow = split_saved_contacts(own, self._saved_contacts, k=cfg.k, max_per_ip=cfg.max_per_ip)
-        now = trio.current_time()
-        for contact in saved:
-            self.proto.ping_contact(contact, now)
-        self._transmit()
+        self._ping_all(saved)
         routers: list[Address] = []
         with trio.move_on_after(timeout):
             routers = await self._routers()
@@ -635,10 +632,7 @@ class DHTNode:
             await trio.sleep(min(BOOTSTRAP_RETRY_PAUSE, max(0.0, deadline - trio.current_time())))
             if overflow:  # the former table's entries are silent: try the rest at once
                 start = saved + overflow
-                now = trio.current_time()
-                for contact in overflow:
-                    self.proto.ping_contact(contact, now)
-                self._transmit()
+                self._ping_all(overflow)
                 overflow = []
         if lookup.stats.replies == 0:
             tried = [f"{a[0]}:{a[1]}" for a in self.bootstrap_nodes]
@@ -654,15 +648,19 @@ class DHTNode:
                 f"no DHT node answered within {timeout:g} s (tried {what}). "
                 "Check the network, or pass a reachable node with --bootstrap HOST:PORT."
             )
-        now = trio.current_time()
-        for contact in overflow:  # fills the holes of saved contacts that are gone
-            self.proto.ping_contact(contact, now)
-        self._transmit()
-        self.proto.table.touch_bucket(own, now)
+        self._ping_all(overflow)  # fills the holes of saved contacts that are gone
+        self.proto.table.touch_bucket(own, trio.current_time())
         await self.refresh_buckets(not_full=True)
         self.joined.set()
         log.info("joined the DHT: %d contacts", len(self.proto.table))
         return len(self.proto.table)
+
+    def _ping_all(self, contacts: Sequence[Contact]) -> None:
+        """Ping ``contacts`` to verify them (through the core's ping budget); they enter the table as they answer."""
+        now = trio.current_time()
+        for contact in contacts:
+            self.proto.ping_contact(contact, now)
+        self._transmit()
 
     async def refresh_buckets(self, *, limit: int | None = None, not_full: bool = False) -> int:
         """Look up a random ID in buckets that need it (BEP 5 refresh).

@@ -524,7 +524,7 @@ class NodeProtocol:
         method = b"unknown" if type(query) is UnknownQuery else query.method
         stats.queries_by_method[method] = stats.queries_by_method.get(method, 0) + 1
         if self._read_only or not self._within_budget(addr, now):
-            return  # BEP 43: read-only nodes answer nothing
+            return  # BEP 43: read-only nodes answer nothing; nor do we answer an IP over its budget
         if msg.sender_id != self.node_id:
             self._learn_querier(msg.sender_id, addr, now, msg.read_only)
         k = self._k
@@ -564,7 +564,7 @@ class NodeProtocol:
         by_method = stats.queries_by_method
         by_method[method] = by_method.get(method, 0) + 1
         if self._read_only or not self._within_budget(addr, now):
-            return  # BEP 43: read-only nodes answer nothing
+            return  # BEP 43: read-only nodes answer nothing; nor do we answer an IP over its budget
         if sender_id != self.node_id:
             self._learn_querier(sender_id, addr, now, read_only)
         n = len(tid)

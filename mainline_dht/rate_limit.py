@@ -12,8 +12,8 @@ queries over 10-second windows and ignores an IP that sends 50 in one (its
 ``dht_block_ratelimit`` of 5 a second) for 5 minutes. We drop only the excess
 instead of banning: an IP behind which many users share one NAT address is
 slowed, not shut out. A well-behaved node asks one node a few questions per
-lookup, so it stays far below that (ours send at most 15 in 10 s to any one
-node while joining and looking up; tests/test_simulation.py); the burst lets
+lookup, so it stays far below that (ours send fewer than 20 in 10 s to any
+one node while joining and looking up; tests/test_simulation.py); the burst lets
 a node that is joining, or refreshing several buckets at once, ask a
 neighbour a few dozen questions in a row.
 
