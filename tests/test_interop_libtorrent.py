@@ -17,12 +17,16 @@ and ``dht_restrict_search_ips`` off (every node shares 127.0.0.0/8) and
 from trio goes through ``trio.to_thread.run_sync``. The tests skip, with the
 reason, only when libtorrent cannot be imported.
 
-Addresses: 127.0.60.x (small swarm) and 127.0.61.x (32-session swarm), distinct
-from the other test files' ranges. The whole file takes a few seconds.
+One test keeps libtorrent's default per-IP rate limit instead, to show that our
+node's join and lookups stay under it.
+
+Addresses: 127.0.60.x (small swarm), 127.0.61.x (32-session swarm) and 127.0.62.x
+(rate-limited swarm), distinct from the other test files' ranges. The whole file takes a few seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,7 +40,7 @@ import pytest
 import trio
 
 from mainline_dht.contact import Address
-from mainline_dht.errors import KRPCError
+from mainline_dht.errors import KRPCError, QueryTimeout
 from mainline_dht.krpc import AnnouncePeer, FindNode, GetPeers, SampleInfohashes
 from mainline_dht.node import DHTNode, open_node
 from mainline_dht.testing.libtorrent_net import LibtorrentSwarm, libtorrent_available, start_swarm
@@ -318,3 +322,47 @@ async def test_libtorrent_finds_the_peer_we_announce(big_swarm: LibtorrentSwarm)
                 result = await _lt(sw.get_peers, i, ih)
                 assert result.stats.completed
                 assert result.peers == [(me[0], 4711)]
+
+
+# --- politeness: libtorrent's own rate limit -----------------------------------------------
+
+
+async def test_libtorrent_rate_limit_never_bans_our_node() -> None:
+    """libtorrent ignores an IP for 5 minutes once it sends 50 queries in 10 s
+    (``dht_block_ratelimit`` 5, its default). A swarm keeps that default here:
+    a flooding node is banned (the control), while our node joins, runs lookups
+    and announces, and every session still answers it afterwards."""
+    ih = _ih("polite")
+    settings = {"dht_block_ratelimit": 5, "dht_block_timeout": 300}
+    with start_swarm(16, first_ip="127.0.62.1", port=0, seed=62, settings=settings) as sw:
+        await _lt(sw.wait_for_tables, 12, 10.0)
+        assert all(sw.session(i).get_settings()["dht_block_ratelimit"] == 5 for i in range(len(sw)))
+        with trio.fail_after(TEST_DEADLINE):
+            # Our node, going about its business.
+            async with open_node(("127.0.62.201", 0), bootstrap=(sw.addresses[1],), rng=random.Random(8)) as node:
+                await node.bootstrap(timeout=5.0)
+                rng = random.Random(9)
+                for _ in range(10):
+                    async with node.get_peers(rng.randbytes(20)) as peers:
+                        async for _ in peers:
+                            pass
+                assert await node.announce(ih, 4000) == node.proto.config.k
+                assert node.stats.queries_sent > 5 * len(sw)
+                for addr in sw.addresses:
+                    await node.ping(addr)  # a banned node would time out here
+            # The control: 80 pings at once from another IP get that IP banned.
+            async with open_node(("127.0.62.250", 0), bootstrap=(), rng=random.Random(7)) as rude:
+                answered = 0
+
+                async def ping() -> None:
+                    nonlocal answered
+                    with contextlib.suppress(QueryTimeout):
+                        await rude.ping(sw.addresses[0], timeout=1.0)  # loopback answers take < 10 ms
+                        answered += 1
+
+                async with trio.open_nursery() as nursery:
+                    for _ in range(80):
+                        nursery.start_soon(ping)
+                assert answered < 80
+                with pytest.raises(QueryTimeout):
+                    await rude.ping(sw.addresses[0], timeout=1.0)
