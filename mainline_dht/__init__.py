@@ -19,6 +19,7 @@ from .errors import KRPCError as KRPCError
 from .errors import LocalProtocolError as LocalProtocolError
 from .errors import QueryTimeout as QueryTimeout
 from .errors import StateFileError as StateFileError
+from .events import ExternalAddressChanged as ExternalAddressChanged
 from .events import PeerAnnounced as PeerAnnounced
 from .krpc import AnnouncePeer as AnnouncePeer
 from .krpc import ErrorCode as ErrorCode
@@ -59,6 +60,7 @@ __all__ = [
     "BootstrapError",
     "StateFileError",
     "PeerAnnounced",
+    "ExternalAddressChanged",
     "AnnouncePeer",
     "ErrorCode",
     "FindNode",

@@ -664,12 +664,14 @@ def _print_status(node: DHTNode, uptime: float, json_out: bool) -> None:
     s = node.stats
     if json_out:
         emit({"event": "status", "uptime": round(uptime, 1), "joined": node.joined.is_set(),
-              **dataclasses.asdict(s)})
+              "id": node.node_id.hex(), "external_ip": node.external_ip, **dataclasses.asdict(s)})
         return
     line = (f"{_uptime(uptime)}  {_plural(s.table_size, 'contact')} ({s.good} good, {s.questionable} "
             f"questionable) in {_plural(s.buckets, 'bucket')}; queries received {s.queries_received}, "
             f"sent {s.queries_sent} ({s.timeouts} timed out); storing {_plural(s.stored_peers, 'peer')} "
             f"for {_plural(s.infohashes, 'infohash')}")
+    if node.external_ip is not None:
+        line += f"; seen as {node.external_ip}"
     if not node.joined.is_set():
         line += "; not joined yet"
     print(line, flush=True)
@@ -709,8 +711,13 @@ async def cmd_node(args: argparse.Namespace) -> int:
         async def run() -> None:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(join)
+                node_id = node.node_id
                 while True:
                     await trio.sleep(args.status_interval)
+                    if node.node_id != node_id and not json_out:  # (JSON status lines carry the ID)
+                        node_id = node.node_id
+                        print(f"node ID is now {node_id.hex()}: BEP 42's choice for our address "
+                              f"{node.external_ip}", flush=True)
                     _print_status(node, trio.current_time() - start, json_out)
 
         async def join() -> None:

@@ -59,4 +59,19 @@ class PeerAnnounced:
     seed: bool
 
 
-Event = Union[ResponseReceived, ErrorReceived, QueryTimedOut, PeerAnnounced]
+@dataclass(frozen=True, slots=True)
+class ExternalAddressChanged:
+    """The nodes that answer us agree on a new external IP address for us (BEP 42 ``ip``).
+
+    Attributes:
+        ip: the address they report.
+        new_node_id: the BEP 42 node ID we took for it, or ``None`` if we kept
+            ours (it is valid for ``ip`` already, ``ip`` is a local address, or
+            the node is configured to keep its ID).
+    """
+
+    ip: str
+    new_node_id: bytes | None
+
+
+Event = Union[ResponseReceived, ErrorReceived, QueryTimedOut, PeerAnnounced, ExternalAddressChanged]

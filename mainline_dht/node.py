@@ -34,7 +34,7 @@ import trio
 
 from .contact import Address, Contact
 from .errors import BootstrapError, DHTError, KRPCError, LocalProtocolError, QueryTimeout, StateFileError
-from .events import ErrorReceived, Event, PeerAnnounced, QueryTimedOut, ResponseReceived, TransactionKey
+from .events import ErrorReceived, Event, ExternalAddressChanged, PeerAnnounced, QueryTimedOut, ResponseReceived, TransactionKey
 from .krpc import AnnouncePeer, FindNode, GetPeers, Ping, Query, ResponseMessage, SampleInfohashes
 from .lookup import UNKNOWN_ID, Lookup, LookupStats
 from .node_id import random_id_in_range, random_node_id
@@ -222,6 +222,11 @@ class DHTNode:
         return self.proto.node_id
 
     @property
+    def external_ip(self) -> str | None:
+        """Our external IP address as the nodes that answer us agree on it (BEP 42), or ``None``."""
+        return self.proto.address_votes.current
+
+    @property
     def local_address(self) -> Address:
         """The address our transport is bound to."""
         return self.transport.local_address
@@ -275,6 +280,10 @@ class DHTNode:
                 for cb in self._announce_callbacks:
                     cb(event)
                 continue
+            if type(event) is ExternalAddressChanged:
+                if event.new_node_id is not None and self._nursery is not None:
+                    self._nursery.start_soon(self._settle_new_id)
+                continue
             waiter = self._waiters.pop(event.key, None)  # type: ignore[union-attr]
             if waiter is not None:
                 waiter.result = event
@@ -284,6 +293,14 @@ class DHTNode:
             t = proto.get_timer()
             if t is not None and t < scope.deadline:
                 scope.deadline = t
+
+    async def _settle_new_id(self) -> None:
+        """After a BEP 42 ID change, join again under the new ID: look it up (so
+        that the nodes closest to it learn of us), refresh the buckets the
+        rebuilt table holds too few contacts in, and save the table."""
+        await self.find_node(self.node_id)
+        await self.refresh_buckets(not_full=True)
+        self.save_state()
 
     async def _receive_loop(self) -> None:
         proto = self.proto

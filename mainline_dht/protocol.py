@@ -41,11 +41,13 @@ from .errors import DecodeError, LocalProtocolError
 from .events import (
     ErrorReceived,
     Event,
+    ExternalAddressChanged,
     PeerAnnounced,
     QueryTimedOut,
     ResponseReceived,
     TransactionKey,
 )
+from .external_ip import ExternalAddressVoter
 from .krpc import (
     COMPACT_NODE_V4,
     MAX_TID_LENGTH,
@@ -68,6 +70,7 @@ from .krpc import (
     pack_peer,
     query_fields_untrusted,
 )
+from .node_id import is_id_valid_for_ip, node_id_for_ip
 from .peer_store import DEFAULT_MAX_VALUES_PER_REPLY, PeerStore
 from .rate_limit import DEFAULT_QUERY_BURST, DEFAULT_QUERY_RATE, QueryRateLimiter
 from .routing_table import Outcome, RoutingTable
@@ -160,6 +163,10 @@ class NodeConfig:
     network whose nodes share one address, or a benchmark's single blaster."""
     query_burst_per_ip: float = DEFAULT_QUERY_BURST
     """Queries one source IP may send in a row after a quiet spell."""
+    bep42_node_id: bool = True
+    """BEP 42: when the nodes that answer us agree on our external address and
+    our node ID is not valid for it, take a new ID that is. Nodes that enforce or
+    prefer BEP 42 IDs (libtorrent by default) then rank us as verified."""
 
 
 @dataclass(slots=True)
@@ -228,6 +235,8 @@ class NodeProtocol:
         self.stats = ProtocolStats()
         #: Our address as others report it (BEP 42 ``ip``), most recent votes.
         self.reported_addresses: deque[Address] = deque(maxlen=32)
+        #: One vote per replying IP on our external address (BEP 42).
+        self.address_votes = ExternalAddressVoter()
         #: Bootstrap routers' addresses: never put in the routing table, however
         #: they reach us (as repliers, queriers, or in someone's ``nodes``).
         self.router_addresses: set[Address] = set()
@@ -418,6 +427,9 @@ class NodeProtocol:
         self.stats.responses_received += 1
         if msg.ip is not None:
             self.reported_addresses.append(msg.ip)
+            external = self.address_votes.vote(addr[0], msg.ip[0])
+            if external is not None:
+                self._external_address_changed(external, now)
         if pending.learn and msg.sender_id != self.node_id:
             self._learn(Contact(msg.sender_id, addr), now, responded=True, rtt=now - pending.sent_at)
             # Nodes a reply tells us about are unverified: ping those that would fit.
@@ -441,6 +453,29 @@ class NodeProtocol:
             self._pinging.discard(addr)
         else:
             self._events.append(ErrorReceived(key, pending.query, msg))
+
+    def _external_address_changed(self, ip: str, now: float) -> None:
+        new_id = None
+        if self.config.bep42_node_id and not is_id_valid_for_ip(self.node_id, ip):
+            new_id = node_id_for_ip(ip, self.rng)
+            log.info("our external address is %s: taking the BEP 42 node ID %s", ip, new_id.hex())
+            self.change_node_id(new_id, now)
+        self._events.append(ExternalAddressChanged(ip, new_id))
+
+    def change_node_id(self, node_id: bytes, now: float) -> None:
+        """Take a new node ID: the routing table is rebuilt around it, keeping its contacts.
+
+        Replies from now on carry the new ID. The caller should look up the new
+        ID soon, so that the nodes closest to it learn of us.
+
+        Raises:
+            LocalProtocolError: ``node_id`` is not 20 bytes.
+        """
+        if type(node_id) is not bytes or len(node_id) != 20:
+            raise LocalProtocolError("node_id must be 20 bytes")
+        self.node_id = node_id
+        self.table = self.table.with_own_id(node_id, now)
+        self._reply_r_head = b"1:rd2:id20:" + node_id
 
     # --- routing-table upkeep -------------------------------------------------------
 

@@ -620,6 +620,39 @@ class RoutingTable:
             table.restore(Contact(bytes(contact[0]), (str(contact[1][0]), int(contact[1][1]))), now)
         return table
 
+    def with_own_id(self, own_id: bytes, now: float) -> RoutingTable:
+        """Return a table around a new own ID holding this table's contacts.
+
+        For a node that takes a new ID (BEP 42: its external address changed).
+        Each contact keeps what we know of it (responses, failures, RTT); the
+        buckets are rebuilt around the new ID, the longest-known contacts placed
+        first, and those that no longer fit become replacements. A contact with
+        the new ID itself is dropped.
+        """
+        table = RoutingTable(
+            own_id,
+            k=self._k,
+            max_per_ip=self._max_per_ip,
+            replacement_cache=self._replacement_cache,
+            now=now,
+            exempt_loopback=self._exempt_loopback,
+        )
+        own = table._own_id
+        for entry in sorted(self, key=lambda e: e.first_seen):
+            if entry.contact.id == own:
+                continue
+            bucket = table._bucket_splitting_for(entry.id_int)
+            if len(bucket.entries) < table._k:
+                table._link(bucket, entry)
+            else:
+                table._cache(bucket, entry)
+        for old in self._buckets:
+            for entry in old.replacements:
+                if entry.contact.id != own and entry.contact.id not in table._by_id:
+                    table._cache(table.bucket_for(entry.contact.id), entry)
+        table._fill_holes(now)
+        return table
+
     def restore(self, contact: Contact, now: float) -> bool:
         """Insert a saved contact without verification (questionable until it answers).
 

@@ -433,6 +433,8 @@ def test_node_json_and_sigterm(net: Net, tmp_path: Path) -> None:
     assert str(started["address"]).startswith("127.0.70.2:")
     status = json.loads(_read_line(proc.stdout, 20))
     assert status["event"] == "status" and "table_size" in status
+    # A loopback address is exempt from BEP 42: the node keeps its ID.
+    assert status["id"] == started["id"] and status["external_ip"] in (None, "127.0.70.2")
     code, out, _ = _stop(proc, signal.SIGTERM)
     assert code == 0
     assert _json_lines(out)[-1]["event"] == "stopped"

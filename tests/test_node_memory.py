@@ -15,6 +15,7 @@ import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import pytest
 import trio
@@ -25,7 +26,9 @@ import mainline_dht.node as node_module
 from mainline_dht.errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
 from mainline_dht.krpc import AnnouncePeer, FindNode, GetPeers, Ping, SampleInfohashes, UnknownQuery
 from mainline_dht.node import MAINTENANCE_INTERVAL, DHTNode, open_node
+from mainline_dht.node_id import is_id_valid_for_ip
 from mainline_dht.protocol import DEFAULT_QUERY_TIMEOUT, NodeConfig
+from mainline_dht.state_file import load_contacts
 from mainline_dht.testing import LinkModel, MemoryNetwork, Packet, open_memory_network
 from mainline_dht.testing._sim import SimNetwork, open_sim_network
 
@@ -520,3 +523,54 @@ async def test_bootstrap_asks_again_when_the_first_queries_are_lost(
             ) as node:
                 size = await node.bootstrap(timeout=10.0)
                 assert dropped and size >= 8
+
+
+# --- BEP 42 -----------------------------------------------------------------------------------
+
+
+async def test_a_node_takes_a_bep42_id_for_the_address_others_see(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Public-looking addresses (BEP 42 exempts local ones); the memory network
+    # never lets a packet out. The other nodes keep their IDs, to keep this about ours.
+    keep = NodeConfig(bep42_node_id=False)
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with open_memory_network(rng=random.Random(0), link=LinkModel(median_rtt=0.05)) as net:
+            async with AsyncExitStack() as stack:
+                others: list[DHTNode] = []
+                for i in range(40):
+                    transport = net.open_transport((f"21.0.0.{i + 1}", 6881))
+                    others.append(
+                        await stack.enter_async_context(
+                            open_node(transport=transport, bootstrap=(), config=keep, rng=random.Random(i))
+                        )
+                    )
+                for other in others[1:]:
+                    other.bootstrap_nodes = (others[0].local_address,)
+                    await other.bootstrap()
+                state = tmp_path / "table.dat"
+                async with open_node(
+                    transport=net.open_transport(("21.9.9.9", 6881)),
+                    bootstrap=(others[0].local_address,),
+                    state_path=state,
+                    rng=random.Random(99),
+                ) as node:
+                    old_id = node.node_id
+                    assert not is_id_valid_for_ip(old_id, "21.9.9.9")
+                    await node.bootstrap()
+                    await trio.sleep(30.0)  # the lookup of the new ID, and the save
+                    assert node.external_ip == "21.9.9.9"
+                    assert node.node_id != old_id and is_id_valid_for_ip(node.node_id, "21.9.9.9")
+                    assert node.table.own_id == node.node_id and len(node.table) >= 16
+                    assert load_contacts(state)[0] == node.node_id
+                    resp = await others[5].ping(node.local_address)
+                    assert resp.sender_id == node.node_id
+                    # A good entry keeps its ID against a newcomer at its address (no
+                    # hijacking), so the nodes that knew us keep the old ID while it
+                    # is good; once it is questionable (15 minutes), their check
+                    # ping hears the new ID and the entry changes hands.
+                    await trio.sleep(20 * 60.0)
+                    assert not [o for o in others if old_id in o.proto.table]
+                    new_int = int.from_bytes(node.node_id, "big")
+                    closest = sorted(others, key=lambda o: int.from_bytes(o.node_id, "big") ^ new_int)[:8]
+                    assert sum(node.node_id in o.proto.table for o in closest) >= 6

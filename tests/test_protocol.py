@@ -27,7 +27,7 @@ from helpers import (
 from mainline_dht import bencode
 from mainline_dht.contact import Address, Contact
 from mainline_dht.errors import LocalProtocolError
-from mainline_dht.events import PeerAnnounced, QueryTimedOut, ResponseReceived
+from mainline_dht.events import ExternalAddressChanged, PeerAnnounced, QueryTimedOut, ResponseReceived
 from mainline_dht.krpc import (
     FindNode,
     GetPeers,
@@ -38,6 +38,7 @@ from mainline_dht.krpc import (
     unpack_peer_untrusted,
 )
 from mainline_dht.protocol import CLIENT_VERSION, DEFAULT_QUERY_TIMEOUT, PEER_EXPIRY_SWEEP, NodeConfig, NodeProtocol
+from mainline_dht.node_id import is_id_valid_for_ip, node_id_for_ip
 from mainline_dht.rate_limit import DEFAULT_MAX_TRACKED
 from mainline_dht.routing_table import BAD_AFTER_FAILURES, NodeStatus, TableEntry
 
@@ -471,6 +472,73 @@ def test_two_cores_answer_each_other_over_the_fake_wire() -> None:
     assert pair.a.reported_addresses[-1] == pair.A
     # Both learned the other: A from the answer, B by verifying A with a ping.
     assert pair.b.node_id in pair.a.table and pair.a.node_id in pair.b.table
+
+
+# --- BEP 42: our external address and node ID ----------------------------------------------
+
+PUBLIC_IP = "21.43.65.87"  # never on the wire: these cores talk through a list
+
+
+def _replies_reporting(core: NodeProtocol, ip: str, voters: int, now: float = 1.0) -> list[object]:
+    """Answer a ping of ours from each of ``voters`` IPs, every reply reporting ``ip`` as ours."""
+    for i in range(voters):
+        src = stranger(3000 + i)
+        key = core.send_query(Ping(), src, now)
+        core.datagrams_to_send()
+        reply = {b"t": key[0], b"y": b"r", b"r": {b"id": node_id(7000 + i)}, b"ip": pack_peer((ip, 6881))}
+        core.receive_datagram(bencode.encode(reply), src, now)
+    return drain_events(core)
+
+
+def test_agreed_external_address_gives_a_bep42_node_id() -> None:
+    core = make_core("s")
+    old_id = core.node_id
+    contacts = populate(core, 60)
+    assert not is_id_valid_for_ip(old_id, PUBLIC_IP)
+    events = _replies_reporting(core, PUBLIC_IP, 10)
+    changed = [e for e in events if isinstance(e, ExternalAddressChanged)]
+    assert len(changed) == 1 and changed[0].ip == PUBLIC_IP
+    new_id = changed[0].new_node_id
+    assert new_id is not None and new_id == core.node_id != old_id
+    assert is_id_valid_for_ip(new_id, PUBLIC_IP)
+    assert core.table.own_id == new_id
+    # The contacts stay known (random IDs fill at least the two widest buckets
+    # around any ID: see test_routing_table for the rebuild itself), and replies
+    # carry the new ID.
+    assert sum(c.id in core.table for c in contacts) >= 2 * core.table.k
+    assert only_reply(core, raw_query(b"ping", {}), now=2.0)[b"r"][b"id"] == new_id
+    # More agreeing reports change nothing.
+    assert not [e for e in _replies_reporting(core, PUBLIC_IP, 5) if isinstance(e, ExternalAddressChanged)]
+
+
+def test_fewer_reports_than_needed_change_nothing() -> None:
+    core = make_core("s")
+    old_id = core.node_id
+    events = _replies_reporting(core, PUBLIC_IP, 9)
+    assert not [e for e in events if isinstance(e, ExternalAddressChanged)]
+    assert core.node_id == old_id and core.address_votes.current is None
+
+
+@pytest.mark.parametrize(
+    ("ip", "config"),
+    [
+        ("192.168.1.20", NodeConfig()),  # a local address: BEP 42 exempts it
+        (PUBLIC_IP, NodeConfig(bep42_node_id=False)),  # told to keep its ID
+    ],
+)
+def test_the_id_is_kept_when_bep42_does_not_apply(ip: str, config: NodeConfig) -> None:
+    core = make_core("s", config=config)
+    old_id = core.node_id
+    [changed] = [e for e in _replies_reporting(core, ip, 10) if isinstance(e, ExternalAddressChanged)]
+    assert changed == ExternalAddressChanged(ip, None)
+    assert core.node_id == old_id
+
+
+def test_an_id_already_valid_for_the_address_is_kept() -> None:
+    valid = node_id_for_ip(PUBLIC_IP, random.Random(1))
+    core = make_core("s", id=valid)
+    [changed] = [e for e in _replies_reporting(core, PUBLIC_IP, 10) if isinstance(e, ExternalAddressChanged)]
+    assert changed.new_node_id is None and core.node_id == valid
 
 
 # --- timeouts ----------------------------------------------------------------------------------

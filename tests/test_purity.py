@@ -24,6 +24,7 @@ PURE_MODULES = [
     "mainline_dht.tokens",
     "mainline_dht.peer_store",
     "mainline_dht.rate_limit",
+    "mainline_dht.external_ip",
     "mainline_dht.krpc",
     "mainline_dht.protocol",
     "mainline_dht.lookup",

@@ -471,6 +471,46 @@ def test_state_round_trip_restores_unverified_contacts() -> None:
     assert other.own_id != own
 
 
+def test_a_new_own_id_keeps_the_contacts_and_what_we_know_of_them() -> None:
+    rng = random.Random(5)
+    table = RoutingTable(rng.randbytes(20))
+    for i in range(400):
+        c = contact(rng.randbytes(20), i)
+        table.heard_from(c, float(i), responded=True, rtt=0.05)
+    failing = next(iter(table))
+    table.failed(failing.contact, 500.0)
+    before = {e.contact.id: e for e in table}
+    cached = {r.contact.id for b in table.buckets for r in b.replacements}
+    new_id = rng.randbytes(20)
+    moved = table.with_own_id(new_id, 600.0)
+    assert moved.own_id == new_id and moved is not table
+    check_invariants(moved, 1, 8)
+    after = {e.contact.id: e for e in moved}
+    # Every entry is still known, in the table or as a replacement, with its
+    # history, unless its new bucket and that bucket's cache are both full.
+    kept = after.keys() | {r.contact.id for b in moved.buckets for r in b.replacements}
+    for lost in before.keys() - kept:
+        bucket = moved.bucket_for(lost)
+        assert len(bucket.entries) == moved.k and len(bucket.replacements) == 8
+    # As many entries as an empty table around the new ID takes from the same contacts.
+    fresh = RoutingTable(new_id)
+    for e in sorted(before.values(), key=lambda e: e.first_seen):
+        fresh.restore(e.contact, 600.0)
+    assert len(after) == len(fresh)
+    assert all(after[i] is before[i] for i in after.keys() & before.keys())
+    assert moved.get(failing.contact.id) in (None, failing) and failing.failures == 1
+    # The far half around the new ID: full buckets of the contacts known longest.
+    for bucket in moved.buckets:
+        if len(bucket.entries) == moved.k and bucket.replacements:
+            newest_kept = max(e.first_seen for e in bucket.entries)
+            assert all(r.first_seen > newest_kept or r.contact.id in cached for r in bucket.replacements)
+    # A contact that has the new ID itself is dropped.
+    some = next(iter(table)).contact
+    again = table.with_own_id(some.id, 700.0)
+    assert some.id not in again and all(r.contact.id != some.id for b in again.buckets for r in b.replacements)
+    check_invariants(again, 1, 8)
+
+
 def test_split_saved_contacts_puts_the_former_entries_first() -> None:
     rng = random.Random(4)
     own = rng.randbytes(20)
