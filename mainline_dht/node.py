@@ -298,8 +298,11 @@ class DHTNode:
         """After a BEP 42 ID change, join again under the new ID: look it up (so
         that the nodes closest to it learn of us), refresh the buckets the
         rebuilt table holds too few contacts in, and save the table."""
-        await self.find_node(self.node_id)
-        await self.refresh_buckets(not_full=True)
+        try:
+            await self.find_node(self.node_id)
+            await self.refresh_buckets(not_full=True)
+        except DHTError as exc:  # not expected; the node carries on under its new ID
+            log.warning("rejoining under the new node ID failed: %s", exc)
         self.save_state()
 
     async def _receive_loop(self) -> None:
