@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -18,11 +19,11 @@ import trio
 import trio.testing
 
 from mainline_dht.errors import BootstrapError
-from mainline_dht.node import MAINTENANCE_INTERVAL, SAVE_INTERVAL, open_node
+from mainline_dht.node import MAINTENANCE_INTERVAL, SAVE_INTERVAL, DHTNode, open_node
 from mainline_dht.routing_table import split_saved_contacts
 from mainline_dht.state_file import load_contacts
 from mainline_dht.testing import LinkModel
-from mainline_dht.testing._sim import open_sim_network
+from mainline_dht.testing._sim import SimNetwork, open_sim_network
 
 VIRTUAL_LIMIT = 3600.0
 WALL = 1_700_000_123.0
@@ -58,18 +59,28 @@ async def test_the_table_is_saved_periodically_and_on_exit(
             assert sorted(p.name for p in state.parent.iterdir()) == [state.name]
 
 
+def _joiner(sim: SimNetwork, state: Path, seed: int) -> AbstractAsyncContextManager[DHTNode]:
+    """A node that joins ``sim`` through its first node and keeps its table in ``state``."""
+    return open_node(
+        transport=sim.net.open_transport(),
+        bootstrap=(sim.nodes[0].local_address,),
+        state_path=state,
+        rng=random.Random(seed),
+    )
+
+
+def _restarted(sim: SimNetwork, state: Path, seed: int) -> AbstractAsyncContextManager[DHTNode]:
+    """A node started again from ``state``, at a new address, with no routers."""
+    return open_node(transport=sim.net.open_transport(), bootstrap=(), state_path=state, rng=random.Random(seed))
+
+
 async def test_a_restarted_node_rejoins_from_saved_contacts_by_itself(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     state = tmp_path / "table.dat"
     with trio.fail_after(VIRTUAL_LIMIT):
         async with open_sim_network(80, seed=2, link=LinkModel(median_rtt=0.05)) as sim:
-            async with open_node(
-                transport=sim.net.open_transport(),
-                bootstrap=(sim.nodes[0].local_address,),
-                state_path=state,
-                rng=random.Random(2),
-            ) as node:
+            async with _joiner(sim, state, 2) as node:
                 await node.bootstrap()
                 first_id = node.node_id
                 before = len(node.table)
@@ -78,9 +89,7 @@ async def test_a_restarted_node_rejoins_from_saved_contacts_by_itself(
             assert len(saved) >= before >= 16
             # No routers, no explicit bootstrap: maintenance rejoins from the file,
             # and every saved contact is pinged (not only the k closest).
-            async with open_node(
-                transport=sim.net.open_transport(), bootstrap=(), state_path=state, rng=random.Random(3)
-            ) as node:
+            async with _restarted(sim, state, 3) as node:
                 assert node.node_id == first_id
                 assert len(node.table) == 0
                 await trio.sleep(MAINTENANCE_INTERVAL + 5.0)
@@ -98,21 +107,14 @@ async def test_when_the_former_entries_are_gone_the_saved_overflow_rejoins(
     state = tmp_path / "table.dat"
     with trio.fail_after(VIRTUAL_LIMIT):
         async with open_sim_network(80, seed=2, link=LinkModel(median_rtt=0.05)) as sim:
-            async with open_node(
-                transport=sim.net.open_transport(),
-                bootstrap=(sim.nodes[0].local_address,),
-                state_path=state,
-                rng=random.Random(2),
-            ) as node:
+            async with _joiner(sim, state, 2) as node:
                 await node.bootstrap()
             own, saved = load_contacts(state)
             fits, overflow = split_saved_contacts(own, saved)
             assert fits and overflow
             for contact in fits:
                 sim.net.set_dead(contact.addr)
-            async with open_node(
-                transport=sim.net.open_transport(), bootstrap=(), state_path=state, rng=random.Random(3)
-            ) as node:
+            async with _restarted(sim, state, 3) as node:
                 await node.bootstrap()
                 ids = {e.id for e in node.table}
                 assert ids & {c.id for c in overflow}
@@ -125,20 +127,13 @@ async def test_dead_saved_contacts_give_a_bootstrap_error_and_keep_the_file(
     state = tmp_path / "table.dat"
     with trio.fail_after(VIRTUAL_LIMIT):
         async with open_sim_network(40, seed=3, link=LinkModel(median_rtt=0.05)) as sim:
-            async with open_node(
-                transport=sim.net.open_transport(),
-                bootstrap=(sim.nodes[0].local_address,),
-                state_path=state,
-                rng=random.Random(4),
-            ) as node:
+            async with _joiner(sim, state, 4) as node:
                 await node.bootstrap()
             before = state.read_bytes()
             _, saved = load_contacts(state)
             for contact in saved:
                 sim.net.set_dead(contact.addr)
-            async with open_node(
-                transport=sim.net.open_transport(), bootstrap=(), state_path=state, rng=random.Random(5)
-            ) as node:
+            async with _restarted(sim, state, 5) as node:
                 with pytest.raises(BootstrapError, match=f"{len(saved)} saved contacts"):
                     await node.bootstrap(timeout=3.0)
             # An offline run does not replace the saved contacts with an empty table.
