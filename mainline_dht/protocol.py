@@ -166,7 +166,8 @@ class NodeConfig:
     bep42_node_id: bool = True
     """BEP 42: when the nodes that answer us agree on our external address and
     our node ID is not valid for it, take a new ID that is. Nodes that enforce or
-    prefer BEP 42 IDs (libtorrent by default) then rank us as verified."""
+    prefer BEP 42 IDs (libtorrent by default) then rank us as verified. Never for
+    a read-only node, which no one keeps in a table."""
 
 
 @dataclass(slots=True)
@@ -456,7 +457,8 @@ class NodeProtocol:
 
     def _external_address_changed(self, ip: str, now: float) -> None:
         new_id = None
-        if self.config.bep42_node_id and not is_id_valid_for_ip(self.node_id, ip):
+        # A read-only node (BEP 43) enters no one's table: its ID need not be verifiable.
+        if self.config.bep42_node_id and not self._read_only and not is_id_valid_for_ip(self.node_id, ip):
             new_id = node_id_for_ip(ip, self.rng)
             log.info("our external address is %s: taking the BEP 42 node ID %s", ip, new_id.hex())
             self.change_node_id(new_id, now)

@@ -524,6 +524,7 @@ def test_fewer_reports_than_needed_change_nothing() -> None:
     [
         ("192.168.1.20", NodeConfig()),  # a local address: BEP 42 exempts it
         (PUBLIC_IP, NodeConfig(bep42_node_id=False)),  # told to keep its ID
+        (PUBLIC_IP, NodeConfig(read_only=True)),  # BEP 43: in no one's table, so no need
     ],
 )
 def test_the_id_is_kept_when_bep42_does_not_apply(ip: str, config: NodeConfig) -> None:
