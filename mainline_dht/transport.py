@@ -151,8 +151,28 @@ def _normalise_v6(addr: tuple[typing.Any, ...]) -> Address:
     return (host, addr[1])
 
 
+class ClosingContext:
+    """``async with`` for a transport: the block's end calls ``aclose()``."""
+
+    __slots__ = ()
+
+    async def aclose(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
 @final
-class UDPTransport:
+class UDPTransport(ClosingContext):
     """A :class:`DatagramTransport` over one non-blocking UDP socket (IPv4 or IPv6).
 
     Create it with :func:`open_udp_transport` or :meth:`from_socket`. The transport owns the
@@ -321,17 +341,6 @@ class UDPTransport:
             trio.lowlevel.notify_closing(self._sock)
             self._sock.close()
         await trio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import random
 import statistics
+from collections.abc import Awaitable, Callable
 
 import pytest
 import trio
@@ -179,22 +180,28 @@ async def test_oversize_send_is_dropped(autojump_clock: trio.abc.Clock) -> None:
         assert a.stats.sent == 1
 
 
+async def _closing_wakes_the_receiver(transport: MemoryTransport, close: Callable[[], Awaitable[None]]) -> int:
+    """Block a task in ``receive_batch``, run ``close``; return how many ClosedResourceErrors it got."""
+    raised: list[BaseException] = []
+
+    async def receiver() -> None:
+        try:
+            await transport.receive_batch()
+        except trio.ClosedResourceError as exc:
+            raised.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        await close()
+    return len(raised)
+
+
 async def test_close_raises_closed_resource_error(autojump_clock: trio.abc.Clock) -> None:
     async with open_memory_network(rng=random.Random(0)) as net:
         a, b = net.open_transport(), net.open_transport()
-        raised: list[BaseException] = []
-
-        async def receiver() -> None:
-            try:
-                await b.receive_batch()
-            except trio.ClosedResourceError as exc:
-                raised.append(exc)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(receiver)
-            await trio.testing.wait_all_tasks_blocked()
-            await b.aclose()
-        assert len(raised) == 1 and b.closed
+        assert await _closing_wakes_the_receiver(b, b.aclose) == 1
+        assert b.closed
         await b.aclose()  # idempotent
         with pytest.raises(trio.ClosedResourceError):
             await b.receive_batch()
@@ -415,19 +422,12 @@ async def test_remove_closes_and_a_new_transport_can_take_the_address(autojump_c
     async with open_memory_network(rng=random.Random(0)) as net:
         a, b = net.open_transport(), net.open_transport()
         addr = b.local_address
-        raised: list[BaseException] = []
 
-        async def receiver() -> None:
-            try:
-                await b.receive_batch()
-            except trio.ClosedResourceError as exc:
-                raised.append(exc)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(receiver)
-            await trio.testing.wait_all_tasks_blocked()
+        async def remove() -> None:
             net.remove(addr)
-        assert raised and b.closed and addr not in net
+
+        assert await _closing_wakes_the_receiver(b, remove) == 1
+        assert b.closed and addr not in net
         net.remove(addr)  # no-op
 
         a.send(b"anyone?", addr)

@@ -27,20 +27,16 @@ import errno
 import heapq
 import math
 import random
-import typing
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final, NoReturn, Self, final
+from typing import Final, NoReturn, final
 
 import trio
 
 from ..contact import Address
-from ..transport import DEFAULT_RECEIVE_BATCH, TransportStats
-
-if typing.TYPE_CHECKING:
-    from types import TracebackType
+from ..transport import DEFAULT_RECEIVE_BATCH, ClosingContext, TransportStats
 
 __all__ = [
     "DEFAULT_QUEUE_LIMIT",
@@ -186,7 +182,7 @@ class NetworkStats:
 
 
 @final
-class MemoryTransport:
+class MemoryTransport(ClosingContext):
     """One endpoint on a :class:`MemoryNetwork`; implements ``DatagramTransport``.
 
     Made by :meth:`MemoryNetwork.open_transport`, never directly. Received datagrams wait in a
@@ -299,17 +295,6 @@ class MemoryTransport:
             self._close()
             self._net._detach(self)
         await trio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
