@@ -9,9 +9,9 @@ for tests and simulations.
 from __future__ import annotations
 
 from ._version import __version__ as __version__
-from .contact import Address as Address
-from .contact import Contact as Contact
-from .contact import distance as distance
+from .wire.contact import Address as Address
+from .wire.contact import Contact as Contact
+from .wire.contact import distance as distance
 from .errors import BootstrapError as BootstrapError
 from .errors import DecodeError as DecodeError
 from .errors import DHTError as DHTError
@@ -19,33 +19,33 @@ from .errors import KRPCError as KRPCError
 from .errors import LocalProtocolError as LocalProtocolError
 from .errors import QueryTimeout as QueryTimeout
 from .errors import StateFileError as StateFileError
-from .events import ExternalAddressChanged as ExternalAddressChanged
-from .events import PeerAnnounced as PeerAnnounced
-from .krpc import AnnouncePeer as AnnouncePeer
-from .krpc import ErrorCode as ErrorCode
-from .krpc import FindNode as FindNode
-from .krpc import GetPeers as GetPeers
-from .krpc import Ping as Ping
-from .krpc import ResponseMessage as ResponseMessage
-from .krpc import SampleInfohashes as SampleInfohashes
-from .lookup import Lookup as Lookup
-from .lookup import LookupStats as LookupStats
-from .node import DEFAULT_BOOTSTRAP as DEFAULT_BOOTSTRAP
-from .node import DEFAULT_PORT as DEFAULT_PORT
-from .node import DHTNode as DHTNode
-from .node import NodeStats as NodeStats
-from .node import PeerStream as PeerStream
-from .node import open_node as open_node
-from .node import parse_address as parse_address
-from .node import resolve_address as resolve_address
-from .node import serve_node as serve_node
-from .protocol import NodeConfig as NodeConfig
-from .protocol import NodeProtocol as NodeProtocol
-from .target import TargetError as TargetError
-from .target import parse_target as parse_target
-from .transport import DatagramTransport as DatagramTransport
-from .transport import UDPTransport as UDPTransport
-from .transport import open_udp_transport as open_udp_transport
+from .core.events import ExternalAddressChanged as ExternalAddressChanged
+from .core.events import PeerAnnounced as PeerAnnounced
+from .wire.krpc import AnnouncePeer as AnnouncePeer
+from .wire.krpc import ErrorCode as ErrorCode
+from .wire.krpc import FindNode as FindNode
+from .wire.krpc import GetPeers as GetPeers
+from .wire.krpc import Ping as Ping
+from .wire.krpc import ResponseMessage as ResponseMessage
+from .wire.krpc import SampleInfohashes as SampleInfohashes
+from .core.lookup import Lookup as Lookup
+from .core.lookup import LookupStats as LookupStats
+from .runtime.node import DEFAULT_BOOTSTRAP as DEFAULT_BOOTSTRAP
+from .runtime.node import DEFAULT_PORT as DEFAULT_PORT
+from .runtime.node import DHTNode as DHTNode
+from .runtime.node import NodeStats as NodeStats
+from .runtime.node import PeerStream as PeerStream
+from .runtime.node import open_node as open_node
+from .runtime.node import parse_address as parse_address
+from .runtime.node import resolve_address as resolve_address
+from .runtime.node import serve_node as serve_node
+from .core.protocol import NodeConfig as NodeConfig
+from .core.protocol import NodeProtocol as NodeProtocol
+from .wire.target import TargetError as TargetError
+from .wire.target import parse_target as parse_target
+from .runtime.transport import DatagramTransport as DatagramTransport
+from .runtime.transport import UDPTransport as UDPTransport
+from .runtime.transport import open_udp_transport as open_udp_transport
 
 __all__ = [
     "__version__",

@@ -37,11 +37,11 @@ from typing import Any, Final, TextIO
 import trio
 
 from . import __version__
-from . import node as _node  # resolve_address is looked up at call time, so tests can replace it
-from .contact import Address
+from .runtime import node as _node  # resolve_address is looked up at call time, so tests can replace it
+from .wire.contact import Address
 from .errors import DHTError, KRPCError, QueryTimeout, StateFileError
-from .lookup import LookupStats
-from .node import (
+from .core.lookup import LookupStats
+from .runtime.node import (
     DEFAULT_BOOTSTRAP,
     DEFAULT_BOOTSTRAP_TIMEOUT,
     DHTNode,
@@ -50,9 +50,9 @@ from .node import (
     open_node,
     parse_address,
 )
-from .protocol import NodeConfig
-from .state_file import load_contacts
-from .target import TargetError, parse_target
+from .core.protocol import NodeConfig
+from .runtime.state_file import load_contacts
+from .wire.target import TargetError, parse_target
 
 __all__ = [
     "main",
@@ -177,7 +177,7 @@ def _remote_address(text: str) -> Address:
 
 def _loopback_base(text: str) -> tuple[str, int | None]:
     """``IP`` or ``IP:PORT`` of a loopback IPv4 address; the port is ``None`` when left out."""
-    from .localnet import loopback_ips
+    from .runtime.localnet import loopback_ips
 
     if ":" in text:
         ip, port = _local_address(text)
@@ -759,7 +759,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 async def cmd_testnet(args: argparse.Namespace) -> int:
     from .demo import run_testnet
-    from .localnet import DEFAULT_BASE_PORT
+    from .runtime.localnet import DEFAULT_BASE_PORT
 
     ip, port = args.base
     port = DEFAULT_BASE_PORT if port is None else port

@@ -17,9 +17,9 @@ from typing import Final
 import trio
 
 from .cli import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, Status, emit, lookup_and_print, run_until_signal
-from .contact import Address
-from .localnet import DEFAULT_BASE, open_local_network
-from .node import open_node
+from .wire.contact import Address
+from .runtime.localnet import DEFAULT_BASE, open_local_network
+from .runtime.node import open_node
 
 __all__ = ["run_demo", "run_testnet", "demo_info_hash", "DEMO_ANNOUNCERS", "DEMO_PEER_PORT"]
 
@@ -56,7 +56,7 @@ async def run_demo(n: int, *, seed: int = 0, json_out: bool = False, base: Addre
         seed: seeds node IDs, the announcers' choice and the infohash.
         json_out: print the lookup's events as JSON lines on stdout.
         base: the first node's loopback address (see
-            :func:`~mainline_dht.localnet.open_local_network`); port 0 gives
+            :func:`~mainline_dht.runtime.localnet.open_local_network`); port 0 gives
             every node a free port, so the demo never collides with a DHT
             client running on 6881.
 

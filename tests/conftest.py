@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+# Test harnesses that need libtorrent live in tools/ (no user install carries them).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 # Tests never assert on wall time: a loaded CI machine must not turn a slow
 # example into a failure. The fuzz tests that promise bounded decode time set

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mainline_dht import bencode
-from mainline_dht.contact import Address, Contact
-from mainline_dht.events import Event
-from mainline_dht.krpc import Query
-from mainline_dht.protocol import NodeConfig, NodeProtocol
+from mainline_dht.wire import bencode
+from mainline_dht.wire.contact import Address, Contact
+from mainline_dht.core.events import Event
+from mainline_dht.wire.krpc import Query
+from mainline_dht.core.protocol import NodeConfig, NodeProtocol
 
 __all__ = [
     "Datagram",

@@ -1,7 +1,7 @@
-"""Tests for mainline_dht.bencode: canonical encoding, strict untrusted decoding.
+"""Tests for mainline_dht.wire.bencode: canonical encoding, strict untrusted decoding.
 
 The regression cases are the inputs that make bencode.py 4.1.0 hang or accept
-non-canonical bencode (see the module docstring of mainline_dht.bencode). The
+non-canonical bencode (see the module docstring of mainline_dht.wire.bencode). The
 Hypothesis tests check the decoder's one promise: whatever the bytes, it returns
 a value or raises DecodeError, and nothing else, in bounded time.
 """
@@ -20,8 +20,8 @@ from fastbencode import _bencode_py
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from mainline_dht import bencode
-from mainline_dht.bencode import MAX_DATAGRAM, MAX_DEPTH, decode_trusted, decode_untrusted, encode
+from mainline_dht.wire import bencode
+from mainline_dht.wire.bencode import MAX_DATAGRAM, MAX_DEPTH, decode_trusted, decode_untrusted, encode
 from mainline_dht.errors import DecodeError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

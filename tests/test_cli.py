@@ -34,11 +34,11 @@ import trio
 
 import mainline_dht
 from mainline_dht import cli
-from mainline_dht import node as node_module
-from mainline_dht.contact import Address
-from mainline_dht.localnet import open_local_network
-from mainline_dht.node import DEFAULT_BOOTSTRAP
-from mainline_dht.state_file import load_contacts
+from mainline_dht.runtime import node as node_module
+from mainline_dht.wire.contact import Address
+from mainline_dht.runtime.localnet import open_local_network
+from mainline_dht.runtime.node import DEFAULT_BOOTSTRAP
+from mainline_dht.runtime.state_file import load_contacts
 
 REPO = Path(__file__).resolve().parent.parent
 #: The infohash one node of the test network announces, and the port it announces.

@@ -1,4 +1,4 @@
-"""``mainline-dht demo`` and the loopback network under it (:mod:`mainline_dht.localnet`).
+"""``mainline-dht demo`` and the loopback network under it (:mod:`mainline_dht.runtime.localnet`).
 
 Real UDP on 127.0.72.x only, with free ports, so these tests never collide with
 a DHT client on 6881 or with other tests' address ranges.
@@ -15,9 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from mainline_dht import cli, localnet
+from mainline_dht import cli
+from mainline_dht.runtime import localnet
 from mainline_dht.demo import DEMO_ANNOUNCERS, DEMO_PEER_PORT, demo_info_hash
-from mainline_dht.localnet import loopback_addresses, loopback_ips, open_local_network
+from mainline_dht.runtime.localnet import loopback_addresses, loopback_ips, open_local_network
 
 
 def _demo(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -1,10 +1,10 @@
-"""Tests of mainline_dht.external_ip: agreeing on our external address from BEP 42 ``ip`` reports."""
+"""Tests of mainline_dht.core.external_ip: agreeing on our external address from BEP 42 ``ip`` reports."""
 
 from __future__ import annotations
 
 import pytest
 
-from mainline_dht.external_ip import DEFAULT_MIN_VOTES, ExternalAddressVoter
+from mainline_dht.core.external_ip import DEFAULT_MIN_VOTES, ExternalAddressVoter
 
 HOME = "198.51.100.7"
 AWAY = "203.0.113.9"

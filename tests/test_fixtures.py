@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from mainline_dht.bencode import decode_untrusted
+from mainline_dht.wire.bencode import decode_untrusted
 from mainline_dht.errors import DecodeError
-from mainline_dht.krpc import (
+from mainline_dht.wire.krpc import (
     AnnouncePeer,
     ErrorCode,
     ErrorMessage,
@@ -33,7 +33,7 @@ from mainline_dht.krpc import (
     decode_message_untrusted,
     encode_message,
 )
-from mainline_dht.protocol import NodeProtocol
+from mainline_dht.core.protocol import NodeProtocol
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 LIBTORRENT = FIXTURES / "libtorrent"

@@ -39,11 +39,11 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
-from mainline_dht.contact import Address
+from mainline_dht.wire.contact import Address
 from mainline_dht.errors import KRPCError, QueryTimeout
-from mainline_dht.krpc import AnnouncePeer, FindNode, GetPeers, SampleInfohashes
-from mainline_dht.node import DHTNode, open_node
-from mainline_dht.testing.libtorrent_net import LibtorrentSwarm, libtorrent_available, start_swarm
+from mainline_dht.wire.krpc import AnnouncePeer, FindNode, GetPeers, SampleInfohashes
+from mainline_dht.runtime.node import DHTNode, open_node
+from libtorrent_net import LibtorrentSwarm, libtorrent_available, start_swarm
 
 pytestmark = [
     pytest.mark.interop,

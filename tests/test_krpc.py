@@ -1,4 +1,4 @@
-"""Tests for mainline_dht.krpc: message round trips, compact formats, validation.
+"""Tests for mainline_dht.wire.krpc: message round trips, compact formats, validation.
 
 Wire vectors marked "BEP 5" are the examples printed in BEP 5 itself.
 """
@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mainline_dht.bencode import decode_untrusted, encode
-from mainline_dht.contact import Contact
+from mainline_dht.wire.bencode import decode_untrusted, encode
+from mainline_dht.wire.contact import Contact
 from mainline_dht.errors import DecodeError, LocalProtocolError
-from mainline_dht.krpc import (
+from mainline_dht.wire.krpc import (
     MAX_TID_LENGTH,
     MAX_TOKEN_LENGTH,
     AnnouncePeer,

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mainline_dht.testing import libtorrent_net
-from mainline_dht.testing.libtorrent_net import (
+import libtorrent_net
+from libtorrent_net import (
     DHTCounters,
     LibtorrentSwarm,
     libtorrent_available,

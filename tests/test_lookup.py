@@ -1,4 +1,4 @@
-"""Tests of mainline_dht.lookup: the pure iterative lookup, driven with scripted time.
+"""Tests of mainline_dht.core.lookup: the pure iterative lookup, driven with scripted time.
 
 No trio here. Small hand-written scenarios use IDs whose distance to an all-zero target
 is their integer value; the convergence tests run the lookup against a synthetic
@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mainline_dht.contact import Address, Contact, distance
+from mainline_dht.wire.contact import Address, Contact, distance
 from mainline_dht.errors import LocalProtocolError
-from mainline_dht.lookup import (
+from mainline_dht.core.lookup import (
     DEFAULT_ALPHA,
     DEFAULT_EARLY_FINISH,
     DEFAULT_K,

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.testing
 
-from mainline_dht.contact import Address
+from mainline_dht.wire.contact import Address
 from mainline_dht.testing import (
     LinkModel,
     MemoryNetwork,
@@ -27,7 +27,7 @@ from mainline_dht.testing import (
     Packet,
     open_memory_network,
 )
-from mainline_dht.transport import DatagramTransport
+from mainline_dht.runtime.transport import DatagramTransport
 
 TIMEOUT = 600.0  # simulated seconds
 

@@ -1,4 +1,4 @@
-"""Tests for mainline_dht.node_id: ID arithmetic and the BEP 42 IP restriction."""
+"""Tests for mainline_dht.core.node_id: ID arithmetic and the BEP 42 IP restriction."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mainline_dht.node_id import (
+from mainline_dht.core.node_id import (
     ID_SPACE,
     common_prefix_length,
     id_to_int,

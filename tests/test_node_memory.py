@@ -1,4 +1,4 @@
-"""Tests of mainline_dht.node on the in-memory network, under trio's virtual clock.
+"""Tests of mainline_dht.runtime.node on the in-memory network, under trio's virtual clock.
 
 Every test takes pytest-trio's ``autojump_clock`` fixture (MockClock with
 autojump_threshold=0), so latencies and timeouts cost no wall time, and runs
@@ -21,14 +21,14 @@ import pytest
 import trio
 import trio.testing
 
-from mainline_dht.contact import Address
-import mainline_dht.node as node_module
+from mainline_dht.wire.contact import Address
+import mainline_dht.runtime.node as node_module
 from mainline_dht.errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
-from mainline_dht.krpc import AnnouncePeer, FindNode, GetPeers, Ping, SampleInfohashes, UnknownQuery
-from mainline_dht.node import MAINTENANCE_INTERVAL, DHTNode, open_node
-from mainline_dht.node_id import is_id_valid_for_ip
-from mainline_dht.protocol import DEFAULT_QUERY_TIMEOUT, NodeConfig
-from mainline_dht.state_file import load_contacts
+from mainline_dht.wire.krpc import AnnouncePeer, FindNode, GetPeers, Ping, SampleInfohashes, UnknownQuery
+from mainline_dht.runtime.node import MAINTENANCE_INTERVAL, DHTNode, open_node
+from mainline_dht.core.node_id import is_id_valid_for_ip
+from mainline_dht.core.protocol import DEFAULT_QUERY_TIMEOUT, NodeConfig
+from mainline_dht.runtime.state_file import load_contacts
 from mainline_dht.testing import LinkModel, MemoryNetwork, Packet, open_memory_network
 from mainline_dht.testing._sim import SimNetwork, open_sim_network
 
@@ -379,7 +379,7 @@ async def test_join_in_background_logs_instead_of_raising(
 ) -> None:
     with trio.fail_after(VIRTUAL_LIMIT):
         async with open_memory_network(rng=random.Random(0)) as net:
-            with caplog.at_level(logging.WARNING, logger="mainline_dht.node"):
+            with caplog.at_level(logging.WARNING, logger="mainline_dht.runtime.node"):
                 async with open_node(
                     transport=net.open_transport(),
                     bootstrap=(("10.99.0.1", 6881),),
@@ -399,7 +399,7 @@ async def test_a_node_whose_table_runs_empty_bootstraps_again(
         async with sim(60, seed=8) as net:
             router = net.nodes[0]
             net.net.set_dead(router.local_address)  # down at first
-            with caplog.at_level(logging.WARNING, logger="mainline_dht.node"):
+            with caplog.at_level(logging.WARNING, logger="mainline_dht.runtime.node"):
                 async with open_node(
                     transport=net.net.open_transport(),
                     bootstrap=(router.local_address,),
@@ -464,7 +464,7 @@ async def test_open_node_exits_cleanly(autojump_clock: trio.testing.MockClock) -
 
 
 async def test_serve_node_hands_back_a_running_node(autojump_clock: trio.testing.MockClock) -> None:
-    from mainline_dht.node import serve_node
+    from mainline_dht.runtime.node import serve_node
 
     with trio.fail_after(VIRTUAL_LIMIT):
         async with open_memory_network(rng=random.Random(0)) as net, trio.open_nursery() as nursery:

@@ -1,4 +1,4 @@
-"""Tests of mainline_dht.node over real UDP sockets on loopback.
+"""Tests of mainline_dht.runtime.node over real UDP sockets on loopback.
 
 Rules: 127.0.0.0/8 only (our own nodes on 127.0.51.x, local networks from
 127.0.50.1 up, every port 0 so the system picks a free one; where the system
@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from mainline_dht.contact import Address
+from mainline_dht.wire.contact import Address
 from mainline_dht.errors import KRPCError
-from mainline_dht.krpc import AnnouncePeer, FindNode, GetPeers, SampleInfohashes, UnknownQuery, unpack_nodes_untrusted
-from mainline_dht.localnet import open_local_network
-from mainline_dht.node import DHTNode, open_node
-from mainline_dht.state_file import load_contacts
+from mainline_dht.wire.krpc import AnnouncePeer, FindNode, GetPeers, SampleInfohashes, UnknownQuery, unpack_nodes_untrusted
+from mainline_dht.runtime.localnet import open_local_network
+from mainline_dht.runtime.node import DHTNode, open_node
+from mainline_dht.runtime.state_file import load_contacts
 
 TIMEOUT = 10.0  # seconds of real time per test; loopback needs far less
 INFO_HASH = bytes(range(100, 120))
@@ -188,7 +188,7 @@ async def test_restart_with_the_state_file_rejoins_without_routers(tmp_path: Pat
 async def test_a_corrupt_state_file_means_a_fresh_start(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     state = tmp_path / "routing-table.dat"
     state.write_bytes(b"\x00\xffgarbage\x13" * 10)
-    with trio.fail_after(TIMEOUT), caplog.at_level(logging.WARNING, logger="mainline_dht.node"):
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.WARNING, logger="mainline_dht.runtime.node"):
         async with node(9, state_path=state) as a, node(10) as b:
             assert any("state file" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
             assert len(a.table) == 0
@@ -202,7 +202,7 @@ async def test_a_corrupt_state_file_means_a_fresh_start(tmp_path: Path, caplog: 
 async def test_a_state_file_of_another_kind_is_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     state = tmp_path / "routing-table.dat"
     state.write_bytes(b"d5:nodesle7:versioni99ee")  # valid bencode, unknown version
-    with trio.fail_after(TIMEOUT), caplog.at_level(logging.WARNING, logger="mainline_dht.node"):
+    with trio.fail_after(TIMEOUT), caplog.at_level(logging.WARNING, logger="mainline_dht.runtime.node"):
         async with node(11, state_path=state) as a:
             assert a.node_id != bytes(20)
         assert any("version" in r.getMessage() for r in caplog.records)
@@ -222,7 +222,7 @@ async def test_own_udp_transport_is_closed_on_exit() -> None:
 
 async def test_find_node_reply_over_udp_is_compact(tmp_path: Path) -> None:
     """Raw bytes on the wire: a stranger's find_node gets a compact 26-byte-per-node reply."""
-    from mainline_dht import bencode
+    from mainline_dht.wire import bencode
 
     with trio.fail_after(TIMEOUT):
         async with node(13) as a, node(14) as b:

@@ -1,4 +1,4 @@
-"""Tests for mainline_dht.peer_store: announced peers, expiry and bounds."""
+"""Tests for mainline_dht.core.peer_store: announced peers, expiry and bounds."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from mainline_dht import bencode
-from mainline_dht.peer_store import (
+from mainline_dht.wire import bencode
+from mainline_dht.core.peer_store import (
     DEFAULT_MAX_VALUES_PER_REPLY,
     DEFAULT_PEER_TTL,
     REPLY_BUDGET,

@@ -1,4 +1,4 @@
-"""Tests of mainline_dht.protocol: the sans-I/O node core, with scripted time.
+"""Tests of mainline_dht.core.protocol: the sans-I/O node core, with scripted time.
 
 Pure: no trio, no sockets. A core is spoken to either byte for byte as a stranger
 would (``raw_query`` + ``ask`` from tests/helpers.py), or linked to other cores
@@ -24,11 +24,11 @@ from helpers import (
     node_id,
     raw_query,
 )
-from mainline_dht import bencode
-from mainline_dht.contact import Address, Contact
+from mainline_dht.wire import bencode
+from mainline_dht.wire.contact import Address, Contact
 from mainline_dht.errors import LocalProtocolError
-from mainline_dht.events import ExternalAddressChanged, PeerAnnounced, QueryTimedOut, ResponseReceived
-from mainline_dht.krpc import (
+from mainline_dht.core.events import ExternalAddressChanged, PeerAnnounced, QueryTimedOut, ResponseReceived
+from mainline_dht.wire.krpc import (
     FindNode,
     GetPeers,
     Ping,
@@ -37,10 +37,10 @@ from mainline_dht.krpc import (
     unpack_nodes_untrusted,
     unpack_peer_untrusted,
 )
-from mainline_dht.protocol import CLIENT_VERSION, DEFAULT_QUERY_TIMEOUT, PEER_EXPIRY_SWEEP, NodeConfig, NodeProtocol
-from mainline_dht.node_id import is_id_valid_for_ip, node_id_for_ip
-from mainline_dht.rate_limit import DEFAULT_MAX_TRACKED
-from mainline_dht.routing_table import BAD_AFTER_FAILURES, NodeStatus, TableEntry
+from mainline_dht.core.protocol import CLIENT_VERSION, DEFAULT_QUERY_TIMEOUT, PEER_EXPIRY_SWEEP, NodeConfig, NodeProtocol
+from mainline_dht.core.node_id import is_id_valid_for_ip, node_id_for_ip
+from mainline_dht.core.rate_limit import DEFAULT_MAX_TRACKED
+from mainline_dht.core.routing_table import BAD_AFTER_FAILURES, NodeStatus, TableEntry
 
 SERVER: Address = ("10.0.0.1", 6881)
 CLIENT: Address = ("10.9.8.7", 51413)

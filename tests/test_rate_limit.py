@@ -1,10 +1,10 @@
-"""Tests of mainline_dht.rate_limit: the per-IP query budget, with scripted time."""
+"""Tests of mainline_dht.core.rate_limit: the per-IP query budget, with scripted time."""
 
 from __future__ import annotations
 
 import pytest
 
-from mainline_dht.rate_limit import DEFAULT_QUERY_BURST, DEFAULT_QUERY_RATE, QueryRateLimiter
+from mainline_dht.core.rate_limit import DEFAULT_QUERY_BURST, DEFAULT_QUERY_RATE, QueryRateLimiter
 
 
 def spend(limiter: QueryRateLimiter, ip: str, now: float, n: int) -> int:

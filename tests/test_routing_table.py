@@ -1,4 +1,4 @@
-"""Tests for mainline_dht.routing_table: BEP 5 buckets, node states and admission rules."""
+"""Tests for mainline_dht.core.routing_table: BEP 5 buckets, node states and admission rules."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mainline_dht.contact import Contact, distance
-from mainline_dht.node_id import ID_SPACE, id_to_int, int_to_id
-from mainline_dht.routing_table import (
+from mainline_dht.wire.contact import Contact, distance
+from mainline_dht.core.node_id import ID_SPACE, id_to_int, int_to_id
+from mainline_dht.core.routing_table import (
     BAD_AFTER_FAILURES,
     EVICTION_PING_INTERVAL,
     GOOD_WINDOW,

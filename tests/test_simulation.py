@@ -17,9 +17,9 @@ from contextlib import AsyncExitStack
 import trio
 import trio.testing
 
-from mainline_dht.contact import Address
-from mainline_dht.node import DEFAULT_MAX_LOOKUP_QUERIES, DHTNode, open_node
-from mainline_dht.node_id import random_node_id
+from mainline_dht.wire.contact import Address
+from mainline_dht.runtime.node import DEFAULT_MAX_LOOKUP_QUERIES, DHTNode, open_node
+from mainline_dht.core.node_id import random_node_id
 from mainline_dht.testing._memory_net import LinkModel, Packet
 from mainline_dht.testing._sim import Scenario, SimNetwork, open_sim_network, run_scenario
 
@@ -180,7 +180,7 @@ async def test_a_node_stays_under_the_query_rate_other_nodes_ban_at(autojump_clo
 
     libtorrent ignores an IP for 5 minutes once it has sent 50 queries in a
     10-second window (``dht_block_ratelimit`` 5/s); so does our own budget
-    (mainline_dht.rate_limit) drop the excess. A node that crossed that line
+    (mainline_dht.core.rate_limit) drop the excess. A node that crossed that line
     would lose the very neighbours its lookups need.
     """
     window, ban_at = 10.0, 50

@@ -1,4 +1,4 @@
-"""Tests for mainline_dht.state_file: the saved routing table."""
+"""Tests for mainline_dht.runtime.state_file: the saved routing table."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from mainline_dht import bencode, state_file
-from mainline_dht.contact import Contact
+from mainline_dht.wire import bencode
+from mainline_dht.runtime import state_file
+from mainline_dht.wire.contact import Contact
 from mainline_dht.errors import StateFileError
-from mainline_dht.routing_table import RoutingTable
-from mainline_dht.state_file import load_contacts, pack_contact, save_table, unpack_contact
+from mainline_dht.core.routing_table import RoutingTable
+from mainline_dht.runtime.state_file import load_contacts, pack_contact, save_table, unpack_contact
 
 
 def clock() -> float:

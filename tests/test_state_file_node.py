@@ -19,9 +19,9 @@ import trio
 import trio.testing
 
 from mainline_dht.errors import BootstrapError
-from mainline_dht.node import MAINTENANCE_INTERVAL, SAVE_INTERVAL, DHTNode, open_node
-from mainline_dht.routing_table import split_saved_contacts
-from mainline_dht.state_file import load_contacts
+from mainline_dht.runtime.node import MAINTENANCE_INTERVAL, SAVE_INTERVAL, DHTNode, open_node
+from mainline_dht.core.routing_table import split_saved_contacts
+from mainline_dht.runtime.state_file import load_contacts
 from mainline_dht.testing import LinkModel
 from mainline_dht.testing._sim import SimNetwork, open_sim_network
 
@@ -146,7 +146,7 @@ async def test_an_unwritable_state_path_is_a_warning_not_a_crash(
     blocker = tmp_path / "not-a-directory"
     blocker.write_bytes(b"")
     state = blocker / "table.dat"
-    with trio.fail_after(VIRTUAL_LIMIT), caplog.at_level(logging.WARNING, logger="mainline_dht.node"):
+    with trio.fail_after(VIRTUAL_LIMIT), caplog.at_level(logging.WARNING, logger="mainline_dht.runtime.node"):
         async with open_sim_network(20, seed=4, link=LinkModel(median_rtt=0.05)) as sim:
             async with open_node(
                 transport=sim.net.open_transport(),

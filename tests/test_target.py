@@ -1,4 +1,4 @@
-"""Tests for mainline_dht.target.parse_target: infohashes and magnet links a user types."""
+"""Tests for mainline_dht.wire.target.parse_target: infohashes and magnet links a user types."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from mainline_dht.target import TargetError, parse_target
+from mainline_dht.wire.target import TargetError, parse_target
 
 INFOHASH = bytes.fromhex("c9e15763f722f23e98a29decdfae341b98d53056")
 HEX = INFOHASH.hex()

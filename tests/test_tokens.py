@@ -1,4 +1,4 @@
-"""Tests for mainline_dht.tokens: rotating, IP-bound announce tokens (BEP 5)."""
+"""Tests for mainline_dht.core.tokens: rotating, IP-bound announce tokens (BEP 5)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mainline_dht.tokens import TOKEN_LENGTH, TokenManager
+from mainline_dht.core.tokens import TOKEN_LENGTH, TokenManager
 
 IP = "203.0.113.7"
 

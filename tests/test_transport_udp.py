@@ -1,4 +1,4 @@
-"""Tests of mainline_dht.transport over real UDP sockets.
+"""Tests of mainline_dht.runtime.transport over real UDP sockets.
 
 Rules: loopback addresses only (127.0.0.x, ::1), the real trio clock, and a short absolute
 ``trio.fail_after`` around each test so a lost datagram fails fast instead of hanging.
@@ -13,8 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from mainline_dht.contact import Address
-from mainline_dht.transport import (
+from mainline_dht.wire.contact import Address
+from mainline_dht.runtime.transport import (
     DEFAULT_RECEIVE_BATCH,
     DatagramTransport,
     TransportStats,

@@ -4,9 +4,9 @@
 For five typical DHT messages, prints the microseconds one encode and one decode
 take with:
 
-* ``krpc``: ``mainline_dht.krpc.encode_message`` / ``decode_message_untrusted``
+* ``krpc``: ``mainline_dht.wire.krpc.encode_message`` / ``decode_message_untrusted``
   (the full path a datagram takes: bencode plus KRPC validation, typed messages);
-* ``bencode``: ``mainline_dht.bencode.encode`` / ``decode_untrusted`` (raw
+* ``bencode``: ``mainline_dht.wire.bencode.encode`` / ``decode_untrusted`` (raw
   dict/list/bytes values, with our strictness and size/depth limits);
 * ``bencode.py``: ``bencodepy.encode`` / ``Bencode(encoding=None).decode``
   (the pure-Python library the project otherwise uses);
@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import bencodepy  # type: ignore[import-untyped]  # noqa: E402
 import fastbencode  # noqa: E402
 
-from mainline_dht import bencode  # noqa: E402
-from mainline_dht.contact import Contact  # noqa: E402
-from mainline_dht.krpc import (  # noqa: E402
+from mainline_dht.wire import bencode  # noqa: E402
+from mainline_dht.wire.contact import Contact  # noqa: E402
+from mainline_dht.wire.krpc import (  # noqa: E402
     ErrorCode,
     ErrorMessage,
     GetPeers,

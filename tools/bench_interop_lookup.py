@@ -55,10 +55,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mainline_dht.contact import Address  # noqa: E402
-from mainline_dht.node import DHTNode, open_node  # noqa: E402
-from mainline_dht.node_id import random_node_id  # noqa: E402
-from mainline_dht.testing.libtorrent_net import LibtorrentSwarm, libtorrent_available, start_swarm  # noqa: E402
+from mainline_dht.wire.contact import Address  # noqa: E402
+from mainline_dht.runtime.node import DHTNode, open_node  # noqa: E402
+from mainline_dht.core.node_id import random_node_id  # noqa: E402
+from libtorrent_net import LibtorrentSwarm, libtorrent_available, start_swarm  # noqa: E402
 
 #: First address of the swarm; far from the test files' ranges (127.0.5.x, 127.0.60.x, 127.0.61.x).
 FIRST_IP = "127.0.70.1"

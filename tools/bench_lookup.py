@@ -56,9 +56,9 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mainline_dht.lookup import DEFAULT_ALPHA, DEFAULT_EARLY_FINISH, DEFAULT_SOFT_TIMEOUT  # noqa: E402
-from mainline_dht.node import DEFAULT_MAX_LOOKUP_QUERIES  # noqa: E402
-from mainline_dht.protocol import DEFAULT_LOOKUP_QUERY_TIMEOUT  # noqa: E402
+from mainline_dht.core.lookup import DEFAULT_ALPHA, DEFAULT_EARLY_FINISH, DEFAULT_SOFT_TIMEOUT  # noqa: E402
+from mainline_dht.runtime.node import DEFAULT_MAX_LOOKUP_QUERIES  # noqa: E402
+from mainline_dht.core.protocol import DEFAULT_LOOKUP_QUERY_TIMEOUT  # noqa: E402
 from mainline_dht.testing._sim import Scenario, ScenarioResult, run_scenario  # noqa: E402
 
 #: Peak memory measured per simulated node (bytes): 100,000 nodes took 5.5 GB.

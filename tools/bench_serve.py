@@ -8,7 +8,7 @@ Usage (from the repository root)::
 One run measures three servers in turn, each in its own process pinned to core 0,
 against one blasting process pinned to core 1:
 
-* ``ours``: :func:`mainline_dht.node.open_node` over the real UDP transport, its
+* ``ours``: :func:`mainline_dht.runtime.node.open_node` over the real UDP transport, its
   routing table pre-filled with a realistic table (about 8 contacts per bucket,
   buckets down to depth ~25, as a node on the live DHT holds) through
   ``table.heard_from(..., responded=True)``. The contacts' addresses lie in
@@ -60,8 +60,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mainline_dht import bencode  # noqa: E402
-from mainline_dht.krpc import (  # noqa: E402
+from mainline_dht.wire import bencode  # noqa: E402
+from mainline_dht.wire.krpc import (  # noqa: E402
     FindNode,
     GetPeers,
     QueryMessage,
@@ -157,9 +157,9 @@ def serve_ours(conn: Connection, host: str, profile: str | None) -> None:
     _pin(SERVER_CORE)
     import trio
 
-    from mainline_dht.contact import Contact
-    from mainline_dht.node import open_node
-    from mainline_dht.protocol import NodeConfig
+    from mainline_dht.wire.contact import Contact
+    from mainline_dht.runtime.node import open_node
+    from mainline_dht.core.protocol import NodeConfig
 
     # The budget is checked for every query, but 16 blaster IPs never exhaust it.
     config = NodeConfig(query_rate_per_ip=1e12, query_burst_per_ip=1e12)
@@ -240,7 +240,7 @@ def serve_echo(conn: Connection, host: str, profile: str | None) -> None:
 def serve_libtorrent(conn: Connection, host: str, profile: str | None) -> None:
     """One libtorrent DHT node with its rate limits raised."""
     _pin(SERVER_CORE)
-    from mainline_dht.testing.libtorrent_net import import_libtorrent, start_swarm
+    from libtorrent_net import import_libtorrent, start_swarm
 
     lt = import_libtorrent()
     big = 2**31 - 1
@@ -609,7 +609,7 @@ def main() -> None:
     # Spawned children read it at import time.
     os.environ["BENCH_SERVE_NICE"] = str(args.nice)
     if "libtorrent" in kinds:
-        from mainline_dht.testing.libtorrent_net import libtorrent_available
+        from libtorrent_net import libtorrent_available
 
         if not libtorrent_available():
             print("libtorrent not importable: skipping it")

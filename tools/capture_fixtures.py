@@ -36,9 +36,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mainline_dht.bencode import decode_untrusted, encode  # noqa: E402
+from mainline_dht.wire.bencode import decode_untrusted, encode  # noqa: E402
 from mainline_dht.errors import DecodeError  # noqa: E402
-from mainline_dht.testing.libtorrent_net import LibtorrentSwarm, start_swarm  # noqa: E402
+from libtorrent_net import LibtorrentSwarm, start_swarm  # noqa: E402
 
 Address = tuple[str, int]
 

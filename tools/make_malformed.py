@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mainline_dht.bencode import decode_untrusted, encode  # noqa: E402
+from mainline_dht.wire.bencode import decode_untrusted, encode  # noqa: E402
 from mainline_dht.errors import DecodeError  # noqa: E402
 
 ID = bytes(range(1, 21))  # a well-formed 20-byte node ID

@@ -1,8 +1,8 @@
 """Test and simulation helpers for code built on mainline-dht.
 
 Re-exports only: the in-memory network (:mod:`._memory_net`) and whole-network
-scenarios on it (:mod:`._sim`). The libtorrent loopback helpers live in
-:mod:`mainline_dht.testing.libtorrent_net` (they need the optional ``libtorrent``).
+scenarios on it (:mod:`._sim`). The libtorrent loopback harness is not part of
+the package: it lives in the repository's ``tools/libtorrent_net.py``.
 Nothing here sends real network traffic.
 """
 

@@ -1,12 +1,12 @@
 """An in-memory datagram network for tests and simulations under trio's MockClock.
 
 This module owns :class:`MemoryNetwork`, its :class:`MemoryTransport` endpoints (which implement
-:class:`mainline_dht.transport.DatagramTransport`), the :class:`LinkModel` of latency, loss and
+:class:`mainline_dht.runtime.transport.DatagramTransport`), the :class:`LinkModel` of latency, loss and
 duplication, and the :class:`Packet` value seen by the ``route_packet`` hook. No packet ever
 touches a real socket: the 10.x.y.z addresses it hands out exist only in memory.
 
-It may import trio, the standard library and :mod:`mainline_dht.transport` /
-:mod:`mainline_dht.contact`; it must not import the protocol layers or the node.
+It may import trio, the standard library and :mod:`mainline_dht.runtime.transport` /
+:mod:`mainline_dht.wire.contact`; it must not import the protocol layers or the node.
 
 Design (after trio's private ``FakeNet``, written afresh):
 
@@ -35,8 +35,8 @@ from typing import Final, NoReturn, final
 
 import trio
 
-from ..contact import Address
-from ..transport import DEFAULT_RECEIVE_BATCH, ClosingContext, TransportStats
+from ..wire.contact import Address
+from ..runtime.transport import DEFAULT_RECEIVE_BATCH, ClosingContext, TransportStats
 
 __all__ = [
     "DEFAULT_QUEUE_LIMIT",

@@ -1,6 +1,6 @@
 """Whole-network scenarios on the in-memory network, under trio's virtual clock.
 
-Owns: building an N-node DHT of real :class:`~mainline_dht.node.DHTNode`
+Owns: building an N-node DHT of real :class:`~mainline_dht.runtime.node.DHTNode`
 objects over a :class:`MemoryNetwork`, announcing infohashes, running lookups
 and collecting per-lookup figures.
 
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ..contact import Address, Contact
-from ..node import DHTNode, open_node
-from ..node_id import random_node_id
-from ..protocol import NodeConfig
+from ..wire.contact import Address, Contact
+from ..runtime.node import DHTNode, open_node
+from ..core.node_id import random_node_id
+from ..core.protocol import NodeConfig
 from ._memory_net import LinkModel, MemoryNetwork, open_memory_network
 
 __all__ = [

@@ -34,7 +34,7 @@ from typing import Any
 import bencodepy
 import fastbencode
 
-from .errors import DecodeError
+from ..errors import DecodeError
 
 __all__ = ["encode", "encode_trusted_file", "decode_untrusted", "decode_trusted", "MAX_DATAGRAM", "MAX_DEPTH"]
 

@@ -21,7 +21,7 @@ from typing import Any, Final, Union
 
 from . import bencode
 from .contact import ID_LENGTH, Address, Contact
-from .errors import DecodeError, LocalProtocolError
+from ..errors import DecodeError, LocalProtocolError
 
 __all__ = [
     "ErrorCode",

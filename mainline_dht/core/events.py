@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from .contact import Address
-from .krpc import ErrorMessage, Query, ResponseMessage
+from ..wire.contact import Address
+from ..wire.krpc import ErrorMessage, Query, ResponseMessage
 
 #: A transaction is named by its ID and the address it was sent to (BEP 5:
 #: replies are matched on both, so a stranger cannot answer for someone else).

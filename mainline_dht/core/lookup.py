@@ -33,8 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, final
 
-from .contact import ID_LENGTH, Address, Contact
-from .errors import LocalProtocolError
+from ..wire.contact import ID_LENGTH, Address, Contact
+from ..errors import LocalProtocolError
 
 __all__ = [
     "DEFAULT_ALPHA",

@@ -1,9 +1,9 @@
 """The trio DHT node: the one layer that does I/O and reads the clock.
 
 Owns: a :class:`DatagramTransport` (real UDP or the in-memory network), the
-protocol core (:class:`~mainline_dht.protocol.NodeProtocol`), the background
+protocol core (:class:`~mainline_dht.core.protocol.NodeProtocol`), the background
 tasks (receive loop, timer loop, maintenance), lookups driven through the pure
-:class:`~mainline_dht.lookup.Lookup`, bootstrap and state persistence.
+:class:`~mainline_dht.core.lookup.Lookup`, bootstrap and state persistence.
 
 Usage::
 
@@ -32,14 +32,14 @@ from typing import Any, Final, NoReturn
 
 import trio
 
-from .contact import Address, Contact
-from .errors import BootstrapError, DHTError, KRPCError, LocalProtocolError, QueryTimeout, StateFileError
-from .events import ErrorReceived, Event, ExternalAddressChanged, PeerAnnounced, QueryTimedOut, ResponseReceived, TransactionKey
-from .krpc import AnnouncePeer, FindNode, GetPeers, Ping, Query, ResponseMessage, SampleInfohashes
-from .lookup import UNKNOWN_ID, Lookup, LookupStats
-from .node_id import random_id_in_range, random_node_id
-from .protocol import NodeConfig, NodeProtocol
-from .routing_table import NodeStatus, split_saved_contacts
+from ..wire.contact import Address, Contact
+from ..errors import BootstrapError, DHTError, KRPCError, LocalProtocolError, QueryTimeout, StateFileError
+from ..core.events import ErrorReceived, Event, ExternalAddressChanged, PeerAnnounced, QueryTimedOut, ResponseReceived, TransactionKey
+from ..wire.krpc import AnnouncePeer, FindNode, GetPeers, Ping, Query, ResponseMessage, SampleInfohashes
+from ..core.lookup import UNKNOWN_ID, Lookup, LookupStats
+from ..core.node_id import random_id_in_range, random_node_id
+from ..core.protocol import NodeConfig, NodeProtocol
+from ..core.routing_table import NodeStatus, split_saved_contacts
 from .state_file import load_contacts, save_table
 from .transport import DatagramTransport, open_udp_transport
 

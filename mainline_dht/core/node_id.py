@@ -17,7 +17,7 @@ from typing import Final
 
 import crc32c
 
-from .contact import ID_LENGTH
+from ..wire.contact import ID_LENGTH
 
 __all__ = [
     "ID_BITS",

@@ -5,7 +5,7 @@ helper program against, its counters (:class:`TransportStats`), and the real imp
 :class:`UDPTransport` over a non-blocking socket driven by trio. The in-memory implementation for
 tests and simulations lives in :mod:`mainline_dht.testing`.
 
-It may import trio, socket and the standard library, plus :mod:`mainline_dht.contact`; it must not
+It may import trio, socket and the standard library, plus :mod:`mainline_dht.wire.contact`; it must not
 import the protocol layers (krpc, routing table, node), which sit above it.
 
 Hot path: receiving waits for readability once and then drains every queued datagram with the
@@ -25,7 +25,7 @@ from typing import Final, Protocol, Self, final, runtime_checkable
 
 import trio
 
-from .contact import Address
+from ..wire.contact import Address
 
 if typing.TYPE_CHECKING:
     from types import TracebackType

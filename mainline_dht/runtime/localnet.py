@@ -27,10 +27,10 @@ from typing import Final
 
 import trio
 
-from .contact import Address
-from .errors import BootstrapError
+from ..wire.contact import Address
+from ..errors import BootstrapError
 from .node import DHTNode, collapse_single_errors, serve_node
-from .protocol import NodeConfig
+from ..core.protocol import NodeConfig
 from .transport import UDPTransport, open_udp_transport
 
 __all__ = [

@@ -40,7 +40,7 @@ Facts learned from libtorrent 2.1.1 that shape this module:
   whose nodes come and go its own swarm.
 
 Must not import trio or anything from the sans-I/O core; it uses only the
-standard library, :mod:`mainline_dht.contact` and libtorrent.
+standard library, :mod:`mainline_dht.wire.contact` and libtorrent.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, TypeVar
 
-from ..contact import ID_LENGTH, Address
+from mainline_dht.wire.contact import ID_LENGTH, Address
 
 __all__ = [
     "LibtorrentSwarm",

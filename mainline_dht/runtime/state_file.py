@@ -3,7 +3,7 @@
 Owns: the on-disk format and writing it atomically. BEP 5 leaves persistence to
 implementations; saving contacts lets a node rejoin without the bootstrap routers.
 
-Format (bencoded dict, written with :func:`mainline_dht.bencode.encode_trusted_file`)::
+Format (bencoded dict, written with :func:`mainline_dht.wire.bencode.encode_trusted_file`)::
 
     {b"version": 1,
      b"id":      <our 20-byte node ID>,
@@ -29,10 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from .bencode import decode_trusted, encode_trusted_file
-from .contact import ID_LENGTH, Contact
-from .errors import DecodeError, StateFileError
-from .routing_table import RoutingTable
+from ..wire.bencode import decode_trusted, encode_trusted_file
+from ..wire.contact import ID_LENGTH, Contact
+from ..errors import DecodeError, StateFileError
+from ..core.routing_table import RoutingTable
 
 __all__ = ["FORMAT_VERSION", "MAX_STATE_FILE", "pack_contact", "unpack_contact", "save_table", "load_contacts"]
 

@@ -7,7 +7,7 @@ the table wants a node pinged it says so in its return value.
 
 Pure: no I/O, no clock (time arrives as ``now`` in seconds, on the caller's
 monotonic timeline), no randomness. Must not import trio, socket, time, asyncio or
-os. Saving to disk lives in :mod:`mainline_dht.state_file`.
+os. Saving to disk lives in :mod:`mainline_dht.runtime.state_file`.
 
 Trust model (BEP 5 plus libtorrent's practice):
 
@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .contact import ID_LENGTH, Address, Contact
+from ..wire.contact import ID_LENGTH, Address, Contact
 from .node_id import ID_SPACE
 
 __all__ = [
@@ -428,7 +428,7 @@ class RoutingTable:
         """Return ``(lo, hi)`` of every bucket unchanged for :data:`REFRESH_INTERVAL` s.
 
         BEP 5: the caller refreshes each by looking up a random ID in its range
-        (:func:`~mainline_dht.node_id.random_id_in_range`) and then calls
+        (:func:`~mainline_dht.core.node_id.random_id_in_range`) and then calls
         :meth:`touch_bucket`.
         """
         self._clock(now)
@@ -569,7 +569,7 @@ class RoutingTable:
     # --- persistence ----------------------------------------------------------------
 
     def to_state(self) -> dict[str, Any]:
-        """Return the table as plain values, for :mod:`mainline_dht.state_file`.
+        """Return the table as plain values, for :mod:`mainline_dht.runtime.state_file`.
 
         Returns:
             ``{"version": 1, "id": own_id, "nodes": [Contact, ...],
@@ -927,7 +927,7 @@ def split_saved_contacts(
 ) -> tuple[list[Contact], list[Contact]]:
     """Split saved contacts into those an empty table would hold and the rest.
 
-    ``contacts`` come best first, as :func:`mainline_dht.state_file.load_contacts`
+    ``contacts`` come best first, as :func:`mainline_dht.runtime.state_file.load_contacts`
     returns them: the former table's entries, then its replacements. Filling an
     empty table with our ID in that order puts the former entries back in their
     buckets; what does not fit is the overflow.

@@ -22,7 +22,7 @@ import random
 from collections import OrderedDict
 from typing import Final
 
-from .contact import Address
+from ..wire.contact import Address
 
 __all__ = [
     "DEFAULT_MAX_INFOHASHES",

@@ -34,10 +34,10 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Final
 
-from . import bencode
-from .bencode import decode_untrusted
-from .contact import Address, Contact
-from .errors import DecodeError, LocalProtocolError
+from ..wire import bencode
+from ..wire.bencode import decode_untrusted
+from ..wire.contact import Address, Contact
+from ..errors import DecodeError, LocalProtocolError
 from .events import (
     ErrorReceived,
     Event,
@@ -48,7 +48,7 @@ from .events import (
     TransactionKey,
 )
 from .external_ip import ExternalAddressVoter
-from .krpc import (
+from ..wire.krpc import (
     COMPACT_NODE_V4,
     MAX_TID_LENGTH,
     AnnouncePeer,
@@ -159,7 +159,7 @@ class NodeConfig:
     """Verification pings in flight at once, and queued beyond the budget."""
     query_rate_per_ip: float | None = DEFAULT_QUERY_RATE
     """Queries per second one source IP may send us, sustained; more are dropped
-    unanswered (see :mod:`mainline_dht.rate_limit`). ``None``: no limit, for a
+    unanswered (see :mod:`mainline_dht.core.rate_limit`). ``None``: no limit, for a
     network whose nodes share one address, or a benchmark's single blaster."""
     query_burst_per_ip: float = DEFAULT_QUERY_BURST
     """Queries one source IP may send in a row after a quiet spell."""
