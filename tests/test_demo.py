@@ -17,7 +17,7 @@ import pytest
 
 from mainline_dht import cli
 from mainline_dht.runtime import localnet
-from mainline_dht.demo import DEMO_ANNOUNCERS, DEMO_PEER_PORT, demo_info_hash
+from mainline_dht.cli.localnet_story import DEMO_ANNOUNCERS, DEMO_PEER_PORT, demo_info_hash
 from mainline_dht.runtime.localnet import loopback_addresses, loopback_ips, open_local_network
 
 

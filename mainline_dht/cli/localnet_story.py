@@ -3,7 +3,7 @@
 Owns: the demo story (start a network, announce a demo infohash from some
 nodes, look it up from a fresh node with live progress, print what happened)
 and the long-running test network. Writes to the terminal: called by the
-command line (:mod:`mainline_dht.cli`) only; the library never imports it.
+command line (:mod:`mainline_dht.cli.demo`) only; the library never imports it.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Final
 
 import trio
 
-from .cli import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, Status, emit, lookup_and_print, run_until_signal
-from .wire.contact import Address
-from .runtime.localnet import DEFAULT_BASE, open_local_network
-from .runtime.node import open_node
+from ._common import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, Status, emit, run_until_signal
+from .peers import lookup_and_print
+from ..wire.contact import Address
+from ..runtime.localnet import DEFAULT_BASE, open_local_network
+from ..runtime.node import open_node
 
 __all__ = ["run_demo", "run_testnet", "demo_info_hash", "DEMO_ANNOUNCERS", "DEMO_PEER_PORT"]
 

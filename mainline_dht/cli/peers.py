@@ -1,0 +1,234 @@
+"""``mainline-dht peers``: look up the peers of an infohash or magnet link, print each as it arrives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..core.lookup import LookupStats
+from ..runtime.node import DEFAULT_BOOTSTRAP, DHTNode, collapse_single_errors
+from ..wire.contact import Address
+from ..wire.target import TargetError, parse_target
+from ._common import (
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    PROGRESS_INTERVAL,
+    TRANSIENT,
+    CLIError,
+    Parents,
+    Status,
+    describe_address,
+    emit,
+    format_address,
+    format_seconds,
+    local_address_arg,
+    log,
+    open_cli_node,
+    plural,
+    port_arg,
+    positive_seconds_arg,
+    resolve_all,
+    say,
+    unresolved_message,
+)
+
+@dataclass(frozen=True, slots=True)
+class LookupResult:
+    """What :func:`lookup_and_print` did.
+
+    Attributes:
+        code: the exit status (0 peers found, 1 none, 130 interrupted).
+        peers: the peers found, in arrival order.
+        elapsed: seconds the lookup ran.
+        stats: the lookup's counters.
+        announced: nodes that accepted our announce, or ``None`` if we did not announce.
+    """
+
+    code: int
+    peers: list[Address]
+    elapsed: float
+    stats: LookupStats
+    announced: int | None
+
+
+async def lookup_and_print(
+    node: DHTNode,
+    info_hash: bytes,
+    *,
+    json_out: bool,
+    status: Status,
+    timeout: float,
+    announce: bool = False,
+    announce_port: int | None = None,
+    tried: str | None = None,
+    header: str | None = None,
+) -> LookupResult:
+    """Run a ``get_peers`` lookup, print each peer as it arrives, then a summary.
+
+    Ctrl-C stops the lookup early (the summary is still printed). Elapsed times
+    count from the start of the lookup, in seconds.
+
+    Args:
+        node: a running node.
+        info_hash: the 20-byte infohash.
+        json_out: print JSON lines on stdout instead of text.
+        status: the live progress line.
+        timeout: seconds after which the lookup is stopped.
+        announce: announce ourselves afterwards (BEP 5 ``announce_peer``).
+        announce_port: our peer port; ``None`` means ``implied_port``.
+        tried: how to name the bootstrap nodes in the "nothing answered" error.
+        header: a line for stderr once Ctrl-C is handled (not printed with ``json_out``).
+
+    Raises:
+        CLIError: no node answered at all.
+    """
+    peers: list[Address] = []
+    interrupted = False
+    stream = None
+    announced: int | None = None
+    current = trio.CancelScope()  # what Ctrl-C cancels: the lookup, then the announce
+
+    async def on_signal(signals: AsyncIterator[int]) -> None:
+        nonlocal interrupted
+        async for _ in signals:
+            interrupted = True
+            current.cancel()
+
+    async def progress() -> None:
+        while stream is not None:
+            s = stream.stats
+            status.show(f"asked {s.queries} nodes: {s.replies} replies, {s.timeouts} timeouts; "
+                        f"{plural(len(peers), 'peer')}; {trio.current_time() - s.started_at:.1f} s")
+            await trio.sleep(PROGRESS_INTERVAL)
+
+    async with AsyncExitStack() as stack, collapse_single_errors(), trio.open_nursery() as outer:
+        if threading.current_thread() is threading.main_thread():
+            signals = stack.enter_context(trio.open_signal_receiver(signal.SIGINT))
+            outer.start_soon(on_signal, signals)
+        if header is not None and not json_out:
+            say(header)
+        with trio.move_on_after(timeout) as limit, current:
+            async with node.get_peers(info_hash) as stream:
+                started = stream.stats.started_at
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(progress)
+                    async for ip, port in stream:
+                        peers.append((ip, port))
+                        if json_out:
+                            emit({"event": "peer", "ip": ip, "port": port,
+                                  "elapsed": round(stream.found_at((ip, port)) - started, 4)})
+                        else:
+                            status.clear()
+                            print(format_address((ip, port)), flush=True)
+                    nursery.cancel_scope.cancel()
+        ended = trio.current_time()
+        status.clear()
+        if stream is not None and announce and not interrupted and stream.stats.replies:
+            current = trio.CancelScope()
+            with current:
+                status.show("announcing...")
+                announced = await node.announce(info_hash, announce_port, stream=stream)
+            status.clear()
+        outer.cancel_scope.cancel()
+
+    if stream is None:  # stopped before the lookup began
+        raise CLIError("interrupted" if interrupted else f"no lookup within {timeout:g} s")
+    stats = stream.stats
+    timed_out = limit.cancelled_caught and not interrupted
+    elapsed = (stats.finished_at if stats.finished_at is not None else ended) - stats.started_at
+    if stats.replies == 0 and not peers and not interrupted:
+        names = tried or ", ".join(format_address(a) for a in node.bootstrap_nodes) or "no bootstrap nodes"
+        raise CLIError(
+            f"no DHT node answered within {format_seconds(elapsed)} (tried {names}). "
+            "Check your network, or pass a reachable node with --bootstrap HOST:PORT."
+        )
+    first = None if stats.first_peer_at is None else stats.first_peer_at - stats.started_at
+    if json_out:
+        emit({"event": "done", "peers": len(peers), "queries": stats.queries, "replies": stats.replies,
+              "timeouts": stats.timeouts, "elapsed": round(elapsed, 4),
+              "first_peer": None if first is None else round(first, 4), "announced": announced,
+              "timed_out": timed_out, "interrupted": interrupted})
+    else:
+        if peers:
+            line = f"{plural(len(peers), 'peer')} in {format_seconds(elapsed)}"
+            if first is not None:
+                line += f" (first after {format_seconds(first)})"
+        else:
+            line = f"no peers found in {format_seconds(elapsed)}"
+        line += f"; asked {stats.queries} nodes: {stats.replies} replies, {stats.timeouts} timeouts"
+        if timed_out:
+            line += f"; stopped at the {timeout:g} s limit (--timeout)"
+        if interrupted:
+            line += "; interrupted"
+        if announced is not None:
+            line += f"; announce accepted by {plural(announced, 'node')}"
+        say(line)
+    code = EXIT_INTERRUPTED if interrupted else EXIT_OK if peers else EXIT_NOT_FOUND
+    return LookupResult(code, peers, elapsed, stats, announced)
+
+
+async def cmd_peers(args: argparse.Namespace) -> int:
+    try:
+        info_hash = parse_target(args.target)
+    except TargetError as exc:
+        raise CLIError(str(exc)) from None
+    given = tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP
+    resolved, failures = await resolve_all(given)
+    if not resolved:
+        raise CLIError(unresolved_message(failures))
+    for failure in failures:
+        log.warning("cannot resolve bootstrap node %s", failure)
+    tried = ", ".join(describe_address(g, r) for g, r in resolved)
+    log.debug("bootstrap nodes: %s", tried)
+    status = Status(sys.stderr, enabled=sys.stderr.isatty() and not args.json)
+    async with open_cli_node(args.bind, bootstrap=[r for _, r in resolved], config=TRANSIENT) as node:
+        result = await lookup_and_print(
+            node,
+            info_hash,
+            json_out=args.json,
+            status=status,
+            timeout=args.timeout,
+            announce=args.announce is not None or args.announce_implied,
+            announce_port=args.announce,
+            tried=tried,
+            header=f"looking up peers for {info_hash.hex()} via {tried}",
+        )
+    return result.code
+
+
+def register(sub: Any, parents: Parents) -> None:
+    """Add the command's parser to ``sub`` (argparse subparsers)."""
+    p = sub.add_parser(
+        "peers",
+        parents=[parents.common, parents.bootstrap],
+        help="find peers for an infohash or magnet link",
+        description="Look up the peers of a torrent on the DHT and print each as it arrives (IP:PORT "
+        "on stdout), then a summary on stderr. Optionally announce ourselves as a peer too.",
+        epilog="Exit status: 0 peers found; 1 the lookup finished without peers; 2 error "
+        "(bad target, nothing answered); 130 interrupted.",
+    )
+    p.add_argument("target", metavar="TARGET",
+                   help="infohash (40 hex or 32 base32 characters) or magnet link (quote it in the shell)")
+    p.add_argument("--bind", metavar="IP:PORT", type=local_address_arg, default=("0.0.0.0", 0),
+                   help="local UDP address to send from (default 0.0.0.0 and any free port)")
+    p.add_argument("--timeout", metavar="S", type=positive_seconds_arg, default=60.0,
+                   help="stop the lookup after S seconds (default 60)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--announce", metavar="PORT", type=port_arg,
+                       help="after the lookup, announce that we serve the torrent on TCP/uTP port PORT")
+    group.add_argument("--announce-implied", action="store_true",
+                       help="after the lookup, announce us on the port the DHT sees our UDP packets come "
+                       "from (BEP 5 implied_port, for clients behind NAT)")
+    p.add_argument("--json", action="store_true",
+                   help='print JSON lines: {"event": "peer", ...} per peer, then {"event": "done", ...}')
+    p.set_defaults(run=cmd_peers)
