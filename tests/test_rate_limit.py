@@ -1,83 +1,142 @@
-"""Tests of mainline_dht.core.rate_limit: the per-IP query budget, with scripted time."""
+"""Tests of mainline_dht.core.rate_limit: the inbound policy, with scripted time."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from mainline_dht.core.rate_limit import DEFAULT_QUERY_BURST, DEFAULT_QUERY_RATE, QueryRateLimiter
+from mainline_dht.core.rate_limit import (
+    DEFAULT_BAN_SECONDS,
+    DEFAULT_QUERY_BURST,
+    DEFAULT_QUERY_RATE,
+    InboundPolicy,
+)
 
 
-def spend(limiter: QueryRateLimiter, ip: str, now: float, n: int) -> int:
-    """Offer ``n`` queries from ``ip`` at ``now``; return how many were allowed."""
-    return sum(limiter.allow(ip, now) for _ in range(n))
+def spend(policy: InboundPolicy, ip: str, now: float, n: int) -> int:
+    """Offer ``n`` datagrams from ``ip`` at ``now``; return how many were admitted."""
+    return sum(policy.admit(ip, now) for _ in range(n))
 
 
-def test_defaults_follow_the_reference_rate() -> None:
-    limiter = QueryRateLimiter()
-    assert (limiter.rate, limiter.burst) == (DEFAULT_QUERY_RATE, DEFAULT_QUERY_BURST) == (5.0, 50.0)
+def test_a_source_at_20_a_second_is_never_limited() -> None:
+    policy = InboundPolicy()
+    assert DEFAULT_QUERY_RATE > 20
+    rng = random.Random(0)
+    now = 0.0
+    # Ten minutes at 20 a second on average, sent in clumps of up to 40 at once.
+    sent = admitted = 0
+    while now < 600.0:
+        n = rng.randint(0, 40)
+        sent += n
+        admitted += spend(policy, "10.0.0.1", now, n)
+        now += 1.0
+    assert sent > 10_000 and admitted == sent
+    assert policy.limited == policy.bans == 0
 
 
-def test_a_new_ip_gets_a_full_burst_then_is_refused() -> None:
-    limiter = QueryRateLimiter(rate=5, burst=10)
-    assert spend(limiter, "10.0.0.1", 0.0, 25) == 10
-    assert limiter.dropped == 15
-    assert not limiter.allow("10.0.0.1", 0.0)
-
-
-def test_the_bucket_refills_at_the_rate_and_no_higher_than_the_burst() -> None:
-    limiter = QueryRateLimiter(rate=5, burst=10)
-    spend(limiter, "10.0.0.1", 0.0, 10)
-    assert spend(limiter, "10.0.0.1", 1.0, 100) == 5  # one second: five more
-    assert spend(limiter, "10.0.0.1", 1.125, 100) == 0  # 0.625 of a token: nothing yet
-    assert spend(limiter, "10.0.0.1", 1.25, 100) == 1
-    assert spend(limiter, "10.0.0.1", 3600.0, 100) == 10  # an hour's quiet: one burst, not 18,000
-
-
-def test_a_steady_sender_gets_the_rate() -> None:
-    limiter = QueryRateLimiter(rate=5, burst=10)
-    # 100 queries a second for 60 s: the burst, then 5 a second.
-    allowed = sum(limiter.allow("10.0.0.1", i / 100) for i in range(6000))
-    assert 10 + 5 * 59 <= allowed <= 10 + 5 * 60 + 1
+def test_a_flood_is_ignored_for_minutes_then_forgiven() -> None:
+    policy = InboundPolicy(reply_rate=None)
+    # 1,000 a second: the burst goes, then the source is ignored.
+    t = 0.0
+    admitted = 0
+    for i in range(10_000):
+        admitted += policy.admit("10.0.0.9", t + i / 1000)
+    assert DEFAULT_QUERY_BURST <= admitted <= DEFAULT_QUERY_BURST + DEFAULT_QUERY_RATE
+    assert policy.bans == 1 and policy.banned("10.0.0.9", 10.0)
+    # Quiet or not, it stays ignored for the ban's length...
+    assert spend(policy, "10.0.0.9", DEFAULT_BAN_SECONDS - 10, 5) == 0
+    assert policy.tokens("10.0.0.9", 100.0) == 0
+    # ...and comes back with a full bucket afterwards.
+    assert spend(policy, "10.0.0.9", DEFAULT_BAN_SECONDS + 11, 5) == 5
+    # Others were never affected.
+    assert spend(policy, "10.0.0.10", 5.0, 100) == 100
 
 
 def test_ips_have_separate_budgets() -> None:
-    limiter = QueryRateLimiter(rate=1, burst=3)
-    assert spend(limiter, "10.0.0.1", 0.0, 10) == 3
-    assert spend(limiter, "10.0.0.2", 0.0, 10) == 3
-    assert spend(limiter, "2001:db8::1", 0.0, 10) == 3
+    policy = InboundPolicy(rate=1, burst=3, reply_rate=None)
+    assert spend(policy, "10.0.0.1", 0.0, 10) == 3
+    assert spend(policy, "10.0.0.2", 0.0, 10) == 3
+    assert spend(policy, "2001:db8::1", 0.0, 10) == 3
 
 
-def test_tokens_reports_without_spending() -> None:
-    limiter = QueryRateLimiter(rate=2, burst=4)
-    assert limiter.tokens("10.0.0.1", 0.0) == 4
-    spend(limiter, "10.0.0.1", 0.0, 4)
-    assert limiter.tokens("10.0.0.1", 0.0) == 0
-    assert limiter.tokens("10.0.0.1", 1.0) == 2
-    assert limiter.tokens("10.0.0.1", 1.0) == 2
-    assert spend(limiter, "10.0.0.1", 1.0, 10) == 2
+def test_the_bucket_refills_at_the_rate_and_no_higher_than_the_burst() -> None:
+    policy = InboundPolicy(rate=5, burst=10, reply_rate=None, ban_seconds=0)
+    assert spend(policy, "10.0.0.1", 0.0, 10) == 10
+    assert policy.tokens("10.0.0.1", 1.0) == 5
+    assert policy.tokens("10.0.0.1", 3600.0) == 10  # an hour's quiet: one burst, not 18,000
 
 
 def test_a_clock_that_steps_back_refills_nothing() -> None:
-    limiter = QueryRateLimiter(rate=5, burst=5)
-    spend(limiter, "10.0.0.1", 100.0, 5)
-    assert spend(limiter, "10.0.0.1", 50.0, 5) == 0
-    assert spend(limiter, "10.0.0.1", 100.25, 5) == 1  # counted from the latest time seen
+    policy = InboundPolicy(rate=5, burst=5, reply_rate=None)
+    spend(policy, "10.0.0.1", 100.0, 4)
+    assert policy.tokens("10.0.0.1", 50.0) == 1
+
+
+def test_the_global_budget_serves_table_contacts_then_known_then_new_sources() -> None:
+    table = {"10.1.0.1"}
+    policy = InboundPolicy(reply_rate=100, reply_burst=100, trusted=table.__contains__)
+    # A known source: served once before the pressure starts.
+    assert policy.admit("10.2.0.1", 0.0)
+    # A flood of first-time (spoofed) sources takes only the half they may spend.
+    new = sum(policy.admit(f"10.9.{i // 250}.{i % 250}", 0.0) for i in range(5_000))
+    assert new == 49
+    assert policy.budget_refused == 5_000 - 49
+    # The known source still gets the next quarter, and no more.
+    assert spend(policy, "10.2.0.1", 0.0, 100) == 25
+    # The table contact gets what remains.
+    assert spend(policy, "10.1.0.1", 0.0, 100) == 25
+    assert policy.reply_tokens(0.0) < 1
+    # One second later the budget is whole again: at most 100 a second in all.
+    assert policy.reply_tokens(1.0) == 100
+
+
+def test_a_spoofed_flood_cannot_crowd_out_a_table_contact() -> None:
+    table = {"10.1.0.1"}
+    policy = InboundPolicy(trusted=table.__contains__)
+    honest = sent = 0
+    spoofed = 0
+    # 10 s of 20,000 spoofed datagrams a second, and one contact at 20 a second.
+    for ms in range(10_000):
+        now = ms / 1000
+        for j in range(20):
+            i = ms * 20 + j
+            spoofed += policy.admit(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", now)
+        if ms % 50 == 0:
+            sent += 1
+            honest += policy.admit("10.1.0.1", now)
+    assert honest == sent == 200
+    # The node handled no more than its global budget from the spoofed sources.
+    assert spoofed <= policy.reply_burst + 10 * policy.reply_rate  # type: ignore[operator]
 
 
 def test_memory_is_bounded_and_the_least_recently_seen_ip_goes_first() -> None:
-    limiter = QueryRateLimiter(rate=1, burst=2, max_tracked=100)
-    spend(limiter, "10.0.0.1", 0.0, 2)  # exhausted
+    policy = InboundPolicy(rate=1, burst=2, max_tracked=100, reply_rate=None)
+    spend(policy, "10.0.0.1", 0.0, 3)  # banned
     for i in range(150):
-        limiter.allow(f"11.0.0.{i}", 0.0)
-        assert len(limiter) <= 100
+        policy.admit(f"11.0.0.{i}", 0.0)
+        assert len(policy) <= 100
         if i % 10 == 0:
-            assert not limiter.allow("10.0.0.1", 0.0)  # seen again: stays remembered, still refused
-    assert len(limiter) == 100
-    assert limiter.tokens("11.0.0.0", 0.0) == 2  # long unseen: forgotten (a full bucket again)
-    assert limiter.tokens("11.0.0.149", 0.0) == 1
+            assert not policy.admit("10.0.0.1", 0.0)  # seen again: stays remembered, still refused
+    assert len(policy) == 100
+    assert policy.tokens("11.0.0.0", 0.0) == 2  # long unseen: forgotten (a full bucket again)
+    assert policy.tokens("11.0.0.149", 0.0) == 1
 
 
-@pytest.mark.parametrize(("rate", "burst", "max_tracked"), [(0, 5, 10), (-1, 5, 10), (1, 0.5, 10), (1, 5, 0)])
-def test_nonsense_settings_are_refused(rate: float, burst: float, max_tracked: int) -> None:
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rate": 0},
+        {"rate": -1},
+        {"burst": 0.5},
+        {"max_tracked": 0},
+        {"ban_seconds": -1},
+        {"reply_rate": 0},
+        {"reply_burst": 0},
+        {"new_reserve": 1.0},
+        {"new_reserve": 0.2, "known_reserve": 0.3},
+    ],
+)
+def test_nonsense_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
-        QueryRateLimiter(rate=rate, burst=burst, max_tracked=max_tracked)
+        InboundPolicy(**kwargs)  # type: ignore[arg-type]

@@ -72,7 +72,17 @@ from ..wire.krpc import (
 )
 from .node_id import is_id_valid_for_ip, node_id_for_ip
 from .peer_store import DEFAULT_MAX_VALUES_PER_REPLY, PeerStore
-from .rate_limit import DEFAULT_QUERY_BURST, DEFAULT_QUERY_RATE, QueryRateLimiter
+from .rate_limit import (
+    DEFAULT_BAN_SECONDS,
+    DEFAULT_KNOWN_SOURCE_RESERVE,
+    DEFAULT_MAX_TRACKED,
+    DEFAULT_NEW_SOURCE_RESERVE,
+    DEFAULT_QUERY_BURST,
+    DEFAULT_QUERY_RATE,
+    DEFAULT_REPLY_BURST,
+    DEFAULT_REPLY_RATE,
+    InboundPolicy,
+)
 from .routing_table import Outcome, RoutingTable
 from .tokens import TokenManager
 
@@ -158,11 +168,31 @@ class NodeConfig:
     max_pending_pings: int = DEFAULT_MAX_PENDING_PINGS
     """Verification pings in flight at once, and queued beyond the budget."""
     query_rate_per_ip: float | None = DEFAULT_QUERY_RATE
-    """Queries per second one source IP may send us, sustained; more are dropped
-    unanswered (see :mod:`mainline_dht.core.rate_limit`). ``None``: no limit, for a
-    network whose nodes share one address, or a benchmark's single blaster."""
+    """Datagrams per second one source IP may send us, sustained (30: a source at
+    20 a second is never refused). A source that goes over empties its bucket and
+    is ignored for :attr:`flood_ban_seconds`. Checked before a datagram is decoded
+    (see :mod:`mainline_dht.core.rate_limit`); replies to our own queries are
+    exempt. ``None``: no inbound policy at all (per-IP or global), for a network
+    whose nodes share one address, or a benchmark's single blaster."""
     query_burst_per_ip: float = DEFAULT_QUERY_BURST
-    """Queries one source IP may send in a row after a quiet spell."""
+    """Datagrams one source IP may send in a row after a quiet spell."""
+    flood_ban_seconds: float = DEFAULT_BAN_SECONDS
+    """Seconds a source that emptied its per-IP bucket is ignored (libtorrent: 300)."""
+    max_tracked_sources: int = DEFAULT_MAX_TRACKED
+    """Source IPs whose budgets are remembered; the least recently seen is forgotten
+    first (O(1)) and comes back as a first-time source."""
+    reply_rate: float | None = DEFAULT_REPLY_RATE
+    """Datagrams per second the node handles from strangers in all, so that a
+    flood from any number of (spoofed) sources cannot make us a reflector.
+    ``None``: no global budget (the per-IP one still applies)."""
+    reply_burst: float = DEFAULT_REPLY_BURST
+    """Size of the global budget (datagrams handled in a row)."""
+    new_source_reserve: float = DEFAULT_NEW_SOURCE_RESERVE
+    """Share of the global budget that first-time sources may not spend: under
+    pressure they are served after sources with a history."""
+    known_source_reserve: float = DEFAULT_KNOWN_SOURCE_RESERVE
+    """Share of the global budget that only routing-table contacts may spend
+    (sources served before may not): table contacts are served first."""
     bep42_node_id: bool = True
     """BEP 42: when the nodes that answer us agree on our external address and
     our node ID is not valid for it, take a new ID that is. Nodes that enforce or
@@ -188,6 +218,8 @@ class ProtocolStats:
     announces_accepted: int = 0
     verification_pings: int = 0
     pings_rate_limited: int = 0
+    #: Datagrams dropped unread: their source was over its budget, banned, or
+    #: refused by the global reply budget.
     queries_rate_limited: int = 0
     queries_by_method: dict[bytes, int] = field(default_factory=dict)
 
@@ -262,12 +294,28 @@ class NodeProtocol:
         self._reply_tail = (b"" if version is None else b"1:v%d:%b" % (len(version), version)) + b"1:y1:re"
         # (node ID, address) -> when a querier outside the table was last reported to it.
         self._querier_memo: dict[tuple[bytes, Address], float] = {}
-        #: Per-IP budget of incoming queries (``None``: unlimited).
+        #: The inbound policy: per-IP and global budgets (``None``: unlimited).
         self.query_limiter = (
             None
             if config.query_rate_per_ip is None
-            else QueryRateLimiter(rate=config.query_rate_per_ip, burst=config.query_burst_per_ip)
+            else InboundPolicy(
+                rate=config.query_rate_per_ip,
+                burst=config.query_burst_per_ip,
+                ban_seconds=config.flood_ban_seconds,
+                max_tracked=config.max_tracked_sources,
+                reply_rate=config.reply_rate,
+                reply_burst=config.reply_burst,
+                new_reserve=config.new_source_reserve,
+                known_reserve=config.known_source_reserve,
+                trusted=self._ip_in_table,
+                now=now,
+            )
         )
+        # Addresses we have queries pending to -> how many: their datagrams skip
+        # the inbound policy, so replies to our queries always get through.
+        self._pending_addrs: dict[Address, int] = {}
+        # Whether the datagram being handled was already charged to the inbound policy.
+        self._admitted = False
         # IP -> its bencoded ``token`` field, valid until the secret rotates at _token_memo_until.
         self._token_memo: dict[str, bytes] = {}
         self._token_memo_until = -math.inf
@@ -311,7 +359,7 @@ class NodeProtocol:
             pending = self._pending.get(key)
             if pending is None or pending.deadline > now:
                 continue
-            del self._pending[key]
+            self._forget_pending(key)
             self.stats.timeouts += 1
             if pending.node_id is not None and pending.learn:
                 for contact in self.table.failed(Contact(pending.node_id, key[1]), now):
@@ -384,6 +432,7 @@ class NodeProtocol:
         data = encode_message(msg)
         deadline = now + (self.config.query_timeout if timeout is None else timeout)
         self._pending[key] = _Pending(query, now, deadline, node_id, learn, internal)
+        self._pending_addrs[addr] = self._pending_addrs.get(addr, 0) + 1
         self._seq += 1
         heapq.heappush(self._deadlines, (deadline, self._seq, key))
         self._out.append((data, addr))
@@ -392,11 +441,41 @@ class NodeProtocol:
 
     def cancel(self, key: TransactionKey) -> None:
         """Forget a query of ours; a late reply is then ignored. Unknown keys are ignored."""
-        self._pending.pop(key, None)
+        self._forget_pending(key)
+
+    def _forget_pending(self, key: TransactionKey) -> _Pending | None:
+        """Remove and return the pending query ``key`` (``None`` if there is none)."""
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            addr = key[1]
+            n = self._pending_addrs[addr] - 1
+            if n:
+                self._pending_addrs[addr] = n
+            else:
+                del self._pending_addrs[addr]
+        return pending
+
+    def _ip_in_table(self, ip: str) -> bool:
+        return self.table.has_ip(ip)
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        """Handle one datagram from ``addr``. Never raises for bad input."""
+        """Handle one datagram from ``addr``. Never raises for bad input.
+
+        The inbound policy (:mod:`~mainline_dht.core.rate_limit`) looks at the
+        source IP first: a datagram over budget is dropped before it is decoded.
+        Datagrams from an address we have queries pending to skip it (so replies
+        to our queries always get through); a query among them is charged when
+        it is answered.
+        """
         self.stats.datagrams_received += 1
+        limiter = self.query_limiter
+        if limiter is None or addr in self._pending_addrs:
+            self._admitted = limiter is None
+        elif limiter.admit(addr[0], now):
+            self._admitted = True
+        else:
+            self.stats.queries_rate_limited += 1
+            return
         try:
             value = decode_untrusted(data)
             # Hot path: ping, find_node and get_peers, answered without building messages.
@@ -421,7 +500,7 @@ class NodeProtocol:
 
     def _handle_response(self, msg: ResponseMessage, addr: Address, now: float) -> None:
         key = (msg.tid, addr)
-        pending = self._pending.pop(key, None)
+        pending = self._forget_pending(key)
         if pending is None:
             self.stats.unexpected_responses += 1
             return
@@ -445,7 +524,7 @@ class NodeProtocol:
 
     def _handle_error(self, msg: ErrorMessage, addr: Address) -> None:
         key = (msg.tid, addr)
-        pending = self._pending.pop(key, None)
+        pending = self._forget_pending(key)
         if pending is None:
             self.stats.unexpected_responses += 1
             return
@@ -638,9 +717,13 @@ class NodeProtocol:
         stats.replies_sent += 1
 
     def _within_budget(self, addr: Address, now: float) -> bool:
-        """Whether a query from ``addr`` may be answered (the per-IP budget); counts a refusal."""
+        """Whether a query from ``addr`` may be answered; counts a refusal.
+
+        Most datagrams were admitted by the inbound policy before decoding; those
+        that skipped it (their source has a query of ours pending) are charged here.
+        """
         limiter = self.query_limiter
-        if limiter is None or limiter.allow(addr[0], now):
+        if self._admitted or limiter is None or limiter.admit(addr[0], now):
             return True
         self.stats.queries_rate_limited += 1
         return False

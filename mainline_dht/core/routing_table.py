@@ -341,6 +341,10 @@ class RoutingTable:
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._by_id
 
+    def has_ip(self, ip: str) -> bool:
+        """Whether a live entry has the IP address ``ip`` (O(1))."""
+        return ip in self._by_ip
+
     def get(self, node_id: bytes) -> TableEntry | None:
         """Return the live entry for ``node_id``, or ``None`` (replacements excluded)."""
         return self._by_id.get(node_id)

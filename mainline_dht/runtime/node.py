@@ -89,6 +89,34 @@ QUESTIONABLE_PINGS_PER_ROUND: Final = 8
 RECEIVE_FLUSH_EVERY: Final = 32
 #: Seconds to wait before re-bootstrapping after the table ran empty, doubling to the cap.
 REBOOTSTRAP_BACKOFF: Final = (5.0, 300.0)
+#: Seconds between log records of one kind of repeated error (a bug hit by every
+#: datagram, a user callback that always raises); the others are only counted.
+ERROR_LOG_INTERVAL: Final = 10.0
+
+
+class _ErrorLog:
+    """Logs an error of one kind at most once per :data:`ERROR_LOG_INTERVAL`; counts them all."""
+
+    __slots__ = ("what", "count", "_next_log", "_suppressed")
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        #: Errors of this kind since the node started.
+        self.count = 0
+        self._next_log = -math.inf
+        self._suppressed = 0
+
+    def record(self, detail: object) -> None:
+        """Count the exception being handled; log it (with its traceback) unless one was logged lately."""
+        self.count += 1
+        now = time.monotonic()
+        if now < self._next_log:
+            self._suppressed += 1
+            return
+        self._next_log = now + ERROR_LOG_INTERVAL
+        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        self._suppressed = 0
+        log.exception("%s: %s%s", self.what, detail, more)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +133,12 @@ class NodeStats:
         outstanding: our queries in flight.
         infohashes, stored_peers: the peer store's contents.
         announces_accepted: valid ``announce_peer`` queries received.
-        queries_rate_limited: queries dropped unanswered because their source IP
-            was over its budget (``NodeConfig.query_rate_per_ip``).
+        queries_rate_limited: datagrams dropped unread because their source IP
+            was over its budget or banned, or the global reply budget was spent
+            (``NodeConfig.query_rate_per_ip``, ``NodeConfig.reply_rate``).
+        internal_errors: datagrams whose handling raised (a bug; the node carried on).
+        callback_errors: exceptions raised by user callbacks such as
+            :meth:`DHTNode.on_peer_announced` (the node carried on).
     """
 
     table_size: int
@@ -127,6 +159,8 @@ class NodeStats:
     stored_peers: int
     announces_accepted: int
     queries_rate_limited: int
+    internal_errors: int = 0
+    callback_errors: int = 0
 
 
 class _Waiter:
@@ -210,8 +244,8 @@ class DHTNode:
         self._announce_callbacks: list[Callable[[PeerAnnounced], None]] = []
         self._resolved_routers: list[Address] | None = None
         self.joined = trio.Event()
-        #: Datagrams whose handling raised (a bug in the core); the node carries on.
-        self.internal_errors = 0
+        self._internal_errors = _ErrorLog("internal error handling a datagram")
+        self._callback_errors = _ErrorLog("a peer-announced callback raised")
         self._nursery: trio.Nursery | None = None
 
     # --- identity and figures --------------------------------------------------------
@@ -261,10 +295,22 @@ class DHTNode:
             stored_peers=p.peer_store.num_peers,
             announces_accepted=s.announces_accepted,
             queries_rate_limited=s.queries_rate_limited,
+            internal_errors=self._internal_errors.count,
+            callback_errors=self._callback_errors.count,
         )
 
+    @property
+    def internal_errors(self) -> int:
+        """Datagrams whose handling raised (a bug in the core); the node carried on."""
+        return self._internal_errors.count
+
     def on_peer_announced(self, callback: Callable[[PeerAnnounced], None]) -> None:
-        """Call ``callback`` for every valid ``announce_peer`` we receive."""
+        """Call ``callback`` for every valid ``announce_peer`` we receive.
+
+        The callback runs inside the receive loop: it must not block. An
+        exception it raises is logged (rate-limited) and counted in
+        ``stats.callback_errors``; the node carries on.
+        """
         self._announce_callbacks.append(callback)
 
     # --- the core's outputs ---------------------------------------------------------
@@ -278,7 +324,10 @@ class DHTNode:
         while (event := proto.next_event()) is not None:
             if type(event) is PeerAnnounced:
                 for cb in self._announce_callbacks:
-                    cb(event)
+                    try:
+                        cb(event)
+                    except Exception:  # the user's bug must not stop the node
+                        self._callback_errors.record(cb)
                 continue
             if type(event) is ExternalAddressChanged:
                 if event.new_node_id is not None and self._nursery is not None:
@@ -320,15 +369,17 @@ class DHTNode:
                 try:
                     proto.receive_datagram(data, addr, now)
                 except Exception:  # a bug, never bad input: the core drops that itself
-                    self.internal_errors += 1
-                    log.exception("internal error handling a datagram from %s", addr)
+                    self._internal_errors.record(f"from {addr}")
                 unsent += 1
                 if unsent == RECEIVE_FLUSH_EVERY:
                     # Answer a burst as it is read, not at its end (see the constant).
                     unsent = 0
                     for reply, dest in proto.datagrams_to_send():
                         send(reply, dest)
-            self._transmit()
+            try:
+                self._transmit()
+            except Exception:  # a bug: logged and counted, the loop carries on
+                self._internal_errors.record("while sending replies and dispatching events")
 
     async def _timer_loop(self) -> None:
         proto = self.proto
