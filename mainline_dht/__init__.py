@@ -17,6 +17,8 @@ from .errors import DecodeError as DecodeError
 from .errors import DHTError as DHTError
 from .errors import KRPCError as KRPCError
 from .errors import LocalProtocolError as LocalProtocolError
+from .errors import MetadataNotFound as MetadataNotFound
+from .errors import PeerProtocolError as PeerProtocolError
 from .errors import QueryTimeout as QueryTimeout
 from .errors import StateFileError as StateFileError
 from .core.events import ExternalAddressChanged as ExternalAddressChanged
@@ -43,6 +45,13 @@ from .core.protocol import NodeConfig as NodeConfig
 from .core.protocol import NodeProtocol as NodeProtocol
 from .wire.target import TargetError as TargetError
 from .wire.target import parse_target as parse_target
+from .wire.target import Target as Target
+from .wire.target import parse_target_hashes as parse_target_hashes
+from .metadata import FetchStats as FetchStats
+from .metadata import FileEntry as FileEntry
+from .metadata import TorrentInfo as TorrentInfo
+from .metadata import fetch_metadata as fetch_metadata
+from .metadata import fetch_metadata_from_peers as fetch_metadata_from_peers
 from .runtime.transport import DatagramTransport as DatagramTransport
 from .runtime.transport import UDPTransport as UDPTransport
 from .runtime.transport import open_udp_transport as open_udp_transport
@@ -59,6 +68,8 @@ __all__ = [
     "QueryTimeout",
     "BootstrapError",
     "StateFileError",
+    "MetadataNotFound",
+    "PeerProtocolError",
     "PeerAnnounced",
     "ExternalAddressChanged",
     "AnnouncePeer",
@@ -83,6 +94,13 @@ __all__ = [
     "NodeProtocol",
     "TargetError",
     "parse_target",
+    "Target",
+    "parse_target_hashes",
+    "FetchStats",
+    "FileEntry",
+    "TorrentInfo",
+    "fetch_metadata",
+    "fetch_metadata_from_peers",
     "DatagramTransport",
     "UDPTransport",
     "open_udp_transport",

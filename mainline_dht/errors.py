@@ -72,3 +72,24 @@ class BootstrapError(DHTError):
 
 class StateFileError(DHTError):
     """A persisted state file is unreadable, corrupt or written by something else."""
+
+
+class PeerProtocolError(DHTError):
+    """A BitTorrent peer broke the peer wire protocol (BEP 3, 9, 10): an oversized
+    or malformed message, a wrong infohash, metadata that fails its hash.
+
+    The fetcher drops such a peer; the error never reaches the caller of
+    ``fetch_metadata``.
+    """
+
+
+class MetadataNotFound(DHTError):
+    """No peer gave a verified info dictionary before the fetch ended.
+
+    Attributes:
+        stats: what the fetch tried (a ``FetchStats``), for the message and for programs.
+    """
+
+    def __init__(self, message: str, stats: Any = None) -> None:
+        super().__init__(message)
+        self.stats = stats

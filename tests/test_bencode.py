@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mainline_dht.wire import bencode
-from mainline_dht.wire.bencode import MAX_DATAGRAM, MAX_DEPTH, decode_trusted, decode_untrusted, encode
+from mainline_dht.wire.bencode import MAX_DATAGRAM, MAX_DEPTH, decode_trusted, decode_untrusted, encode, value_end_untrusted
 from mainline_dht.errors import DecodeError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -386,3 +386,46 @@ def test_decode_trusted_on_damaged_bytes_raises_only_decode_error(data: bytes) -
     except DecodeError:
         return
     assert encode(value) == data
+
+
+# --- value_end_untrusted: where a value ends when raw bytes follow it (BEP 9 data) ---
+
+_values = st.recursive(
+    st.integers(min_value=-(2**63), max_value=2**63) | st.binary(max_size=40),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.binary(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(_values, st.binary(max_size=40))
+def test_value_end_finds_the_end_of_any_value_before_any_suffix(value: object, suffix: bytes) -> None:
+    data = encode(value)
+    assert value_end_untrusted(data + suffix) == len(data)
+    assert value_end_untrusted(b"xx" + data + suffix, 2) == 2 + len(data)
+
+
+@given(_values)
+def test_value_end_refuses_every_truncation(value: object) -> None:
+    data = encode(value)
+    for cut in range(len(data)):
+        with pytest.raises(DecodeError):
+            value_end_untrusted(data[:cut])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"e", b"x", b"i", b"ie", b"i" + b"1" * 30 + b"e", b"5:abc", b"-1:a", b"99999999999999999999999:a",
+     b":a", b"l" * 40 + b"e" * 40, b"d3:abc"],
+    ids=["empty", "e", "x", "open int", "empty int", "long int", "short string", "negative length",
+         "absurd length", "no length", "too deep", "open dict"],
+)
+def test_value_end_rejects_malformed_framing(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        value_end_untrusted(data)
+
+
+def test_decode_untrusted_takes_a_larger_cap_when_asked() -> None:
+    big = encode(b"x" * 100_000)
+    with pytest.raises(DecodeError, match="larger than"):
+        decode_untrusted(big)
+    assert decode_untrusted(big, max_size=len(big)) == b"x" * 100_000

@@ -20,7 +20,9 @@ import pytest
 #: Every module of the pure layers: the whole of ``core`` and ``wire``, found on
 #: disk so that a new module is covered the day it is added.
 PURE_PACKAGES = ("mainline_dht.core", "mainline_dht.wire")
-PURE_MODULES = ["mainline_dht.errors"] + sorted(
+#: The metadata package's I/O-free modules (its fetcher is the trio layer).
+PURE_METADATA_MODULES = ["mainline_dht.metadata.peer_wire", "mainline_dht.metadata.pool", "mainline_dht.metadata.info"]
+PURE_MODULES = ["mainline_dht.errors"] + PURE_METADATA_MODULES + sorted(
     f"{package}.{info.name}"
     for package in PURE_PACKAGES
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__)

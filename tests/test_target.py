@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from mainline_dht.wire.target import TargetError, parse_target
+from mainline_dht.wire.target import Target, TargetError, parse_target, parse_target_hashes
 
 INFOHASH = bytes.fromhex("c9e15763f722f23e98a29decdfae341b98d53056")
 HEX = INFOHASH.hex()
@@ -146,3 +146,23 @@ def test_magnet_with_other_multihash_is_refused(btmh: str) -> None:
 def test_target_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         parse_target("nope")
+
+
+# --- parse_target_hashes: keeping the full v2 infohash for the metadata check ---
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (HEX, Target(INFOHASH)),
+        (f"magnet:?xt=urn:btih:{HEX}", Target(INFOHASH)),
+        (f"magnet:?xt=urn:btmh:{BTMH}", Target(SHA256[:20], SHA256)),
+        (f"magnet:?xt=urn:btih:{HEX}&xt=urn:btmh:{BTMH}", Target(INFOHASH, SHA256)),  # hybrid
+        (f"magnet:?xt=urn:btmh:{BTMH}&xt=urn:btih:{HEX}", Target(INFOHASH, SHA256)),
+        (SHA256.hex(), Target(SHA256[:20], SHA256)),
+    ],
+    ids=["hex", "btih", "btmh", "hybrid", "hybrid btmh first", "64 hex"],
+)
+def test_parse_target_hashes_keeps_the_sha256(text: str, expected: Target) -> None:
+    assert parse_target_hashes(text) == expected
+    assert parse_target(text) == expected.info_hash

@@ -19,12 +19,12 @@ import trio
 
 from .. import __version__
 from ..errors import DHTError
-from . import demo, node, peers, ping
+from . import demo, metadata, node, peers, ping
 from ._common import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, CLIError, Status, make_parents
 
 #: The command modules, in the order ``--help`` lists them. Each has
 #: ``register(subparsers, parents)``, which sets the parser's ``run`` default.
-COMMAND_MODULES: tuple[ModuleType, ...] = (peers, node, ping, demo)
+COMMAND_MODULES: tuple[ModuleType, ...] = (peers, metadata, node, ping, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

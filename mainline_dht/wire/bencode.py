@@ -36,7 +36,16 @@ import fastbencode
 
 from ..errors import DecodeError
 
-__all__ = ["encode", "encode_trusted_file", "decode_untrusted", "decode_trusted", "MAX_DATAGRAM", "MAX_DEPTH"]
+__all__ = [
+    "encode",
+    "encode_trusted_file",
+    "decode_untrusted",
+    "decode_trusted",
+    "value_end_untrusted",
+    "MAX_DATAGRAM",
+    "MAX_DEPTH",
+    "MAX_LENGTH_DIGITS",
+]
 
 #: The largest datagram we try to decode (bytes). A UDP payload cannot exceed
 #: 65,507 bytes over IPv4; KRPC messages are a few hundred bytes.
@@ -46,6 +55,10 @@ MAX_DATAGRAM = 65_536
 #: container as 1. KRPC needs 3 (message dict > ``a``/``r`` dict > ``values`` or
 #: ``want`` list); libtorrent 2.1 drops messages nested 10 deep (fixtures/README.md).
 MAX_DEPTH = 32
+
+#: The most digits :func:`value_end_untrusted` reads in a string length or an
+#: integer: 20 covers every 64-bit value; no message we parse comes near it.
+MAX_LENGTH_DIGITS = 20
 
 _bdecode = fastbencode.bdecode
 
@@ -69,18 +82,23 @@ def encode_trusted_file(value: Any) -> bytes:
     return _bencodepy.encode(value)  # type: ignore[no-any-return]
 
 
-def decode_untrusted(data: bytes) -> Any:
+def decode_untrusted(data: bytes, *, max_size: int = MAX_DATAGRAM) -> Any:
     """Decode bytes from the network, strictly.
 
     Rejects trailing bytes, unsorted or duplicate dict keys, non-bytes keys,
     leading zeros, ``-0``, signs and separators inside integers, and nesting
     deeper than :data:`MAX_DEPTH`.
 
+    Args:
+        data: the bytes, which must hold exactly one value.
+        max_size: the longest input accepted, in bytes: a datagram by default;
+            a torrent's info dictionary (BEP 9) passes its own, larger cap.
+
     Raises:
         DecodeError: on any malformed or oversized input (and nothing else).
     """
-    if len(data) > MAX_DATAGRAM:
-        raise DecodeError(f"datagram of {len(data)} bytes is larger than {MAX_DATAGRAM}")
+    if len(data) > max_size:
+        raise DecodeError(f"input of {len(data)} bytes is larger than {max_size}")
     # _decode_strict, inlined: this runs for every datagram a node receives.
     try:
         value = _bdecode(data)
@@ -92,6 +110,58 @@ def decode_untrusted(data: bytes) -> Any:
     if data.count(b"e") > MAX_DEPTH:
         _check_depth(value)
     return value
+
+
+def value_end_untrusted(data: bytes, start: int = 0) -> int:
+    """Return the index just past the one bencoded value that begins at ``start``.
+
+    For messages that put raw bytes after a bencoded value, such as BEP 9's
+    ``ut_metadata`` data message (a dictionary, then the piece). This only finds
+    the boundary: it checks the framing (string lengths, ``i...e`` and ``e``
+    closers, nesting up to :data:`MAX_DEPTH`), not canonical form, so pass
+    ``data[start:end]`` to :func:`decode_untrusted` to get the value.
+
+    Bounded: one pass over at most ``len(data) - start`` bytes, no recursion,
+    numbers of at most :data:`MAX_LENGTH_DIGITS` digits.
+
+    Raises:
+        DecodeError: the bytes from ``start`` do not begin with a complete value.
+    """
+    n = len(data)
+    i = start
+    depth = 0
+    while True:
+        if i >= n:
+            raise DecodeError("bencoded value is truncated")
+        c = data[i]
+        if c == 0x64 or c == 0x6C:  # d, l
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise DecodeError(f"bencode nested deeper than {MAX_DEPTH}")
+            i += 1
+            continue
+        if c == 0x65:  # e
+            if depth == 0:
+                raise DecodeError(f"unexpected 'e' at offset {i}")
+            depth -= 1
+            i += 1
+        elif c == 0x69:  # i
+            close = data.find(b"e", i + 1, i + 2 + MAX_LENGTH_DIGITS)
+            if close < 0 or close == i + 1:
+                raise DecodeError(f"malformed integer at offset {i}")
+            i = close + 1
+        elif 0x30 <= c <= 0x39:  # a string: <length>:<bytes>
+            colon = data.find(b":", i, i + 1 + MAX_LENGTH_DIGITS)
+            digits = data[i:colon] if colon >= 0 else b""
+            if not digits.isdigit():
+                raise DecodeError(f"malformed string length at offset {i}")
+            i = colon + 1 + int(digits)
+            if i > n:
+                raise DecodeError("bencoded string is truncated")
+        else:
+            raise DecodeError(f"unexpected byte {c:#04x} at offset {i}")
+        if depth == 0:
+            return i
 
 
 def _check_depth(value: Any) -> None:
