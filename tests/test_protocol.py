@@ -546,7 +546,7 @@ def test_an_id_already_valid_for_the_address_is_kept() -> None:
 
 
 def test_a_timeout_fires_at_its_deadline() -> None:
-    core = make_core("s")
+    core = make_core("s", now=10.0)  # (its first maintenance round is at 20 s)
     key = core.send_query(Ping(), SERVER, 10.0)
     core.datagrams_to_send()
     assert core.get_timer() == 10.0 + DEFAULT_QUERY_TIMEOUT

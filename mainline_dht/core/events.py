@@ -1,14 +1,19 @@
 """Events the protocol core reports to the layer that drives it.
 
-Pure values; imports only the message and contact types.
+Pure values; imports only the message and contact types. Two kinds: the outcome of
+one query the runtime sent itself (keyed by :data:`TransactionKey`), and the
+progress of an operation the core runs on its own (keyed by :data:`OperationId`):
+lookups, bootstraps, bucket refreshes and announces, plus the schedule's requests
+(:class:`SaveDue`, :class:`BootstrapDue`).
 """
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Union
 
-from ..wire.contact import Address
+from ..wire.contact import Address, Contact
 from ..wire.krpc import ErrorMessage, Query, ResponseMessage
 
 #: A transaction is named by its ID and the address it was sent to (BEP 5:
@@ -74,4 +79,117 @@ class ExternalAddressChanged:
     new_node_id: bytes | None
 
 
-Event = Union[ResponseReceived, ErrorReceived, QueryTimedOut, PeerAnnounced, ExternalAddressChanged]
+#: Names one operation the core runs (a lookup, bootstrap, refresh or announce).
+OperationId = int
+
+
+@dataclass(frozen=True, slots=True)
+class LookupPeersFound:
+    """A ``get_peers`` lookup received peers it had not seen before.
+
+    Attributes:
+        op: the lookup.
+        peers: the new peers, in arrival order.
+        at: when the reply carrying them arrived (the driver's clock).
+    """
+
+    op: OperationId
+    peers: tuple[Address, ...]
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LookupFinished:
+    """A lookup is over (see :attr:`~mainline_dht.core.lookup.Lookup.done`).
+
+    Attributes:
+        op: the lookup.
+        target: the ID or infohash looked up.
+        closest: the k closest nodes that answered, closest first, each with
+            the announce token it gave (``None`` for ``find_node``).
+        replies: answers the lookup received.
+        at: when it finished.
+    """
+
+    op: OperationId
+    target: bytes
+    closest: tuple[tuple[Contact, bytes | None], ...]
+    replies: int
+    at: float
+
+
+class BootstrapFailure(enum.Enum):
+    """Why a bootstrap failed: data the runtime turns into a ``BootstrapError`` message."""
+
+    NOTHING_RESOLVED = "no bootstrap node resolved to an address, and no saved contacts"
+    NO_ANSWER = "no node answered within the bootstrap timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapFinished:
+    """A bootstrap (joining the network) is over.
+
+    Attributes:
+        op: the bootstrap.
+        failure: ``None`` when a node answered and the table was filled.
+        contacts: contacts in the routing table now.
+        saved_contacts: saved contacts the node started with (tried first).
+        routers: router addresses known (tried).
+        at: when it finished.
+    """
+
+    op: OperationId
+    failure: BootstrapFailure | None
+    contacts: int
+    saved_contacts: int
+    routers: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshFinished:
+    """A bucket refresh is over: ``buckets`` buckets were each searched by a lookup."""
+
+    op: OperationId
+    buckets: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceFinished:
+    """An announce is over: ``accepted`` of the ``sent`` ``announce_peer`` queries were answered."""
+
+    op: OperationId
+    accepted: int
+    sent: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SaveDue:
+    """The save schedule says: write the routing table to the state file now."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapDue:
+    """The routing table ran empty: bootstrap again (the core applied its backoff)."""
+
+    at: float
+
+
+Event = Union[
+    ResponseReceived,
+    ErrorReceived,
+    QueryTimedOut,
+    PeerAnnounced,
+    ExternalAddressChanged,
+    LookupPeersFound,
+    LookupFinished,
+    BootstrapFinished,
+    RefreshFinished,
+    AnnounceFinished,
+    SaveDue,
+    BootstrapDue,
+]

@@ -16,6 +16,13 @@ It is driven by three inputs and three outputs (as aioquic is)::
     proto.next_event()         -> Event | None
     proto.get_timer()          -> float | None
 
+The node's own initiatives run here too (rules in :mod:`mainline_dht.core.behaviour`):
+``start_lookup``, ``start_announce``, ``start_refresh`` and ``start_bootstrap`` return an
+operation ID; the core sends their queries itself and reports their progress as
+events carrying that ID. Its maintenance rounds (questionable pings, idle-bucket
+refresh, re-bootstrap, the save schedule) run from ``handle_timer``. A runtime only
+moves datagrams, sleeps until ``get_timer()``, and turns events into results.
+
 Nothing raised by bad network input escapes ``receive_datagram``: it answers
 with a KRPC error or drops the datagram, and counts it in :attr:`stats`.
 Only caller mistakes raise (:class:`~mainline_dht.errors.LocalProtocolError`).
@@ -31,8 +38,9 @@ import logging
 import math
 import random
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from ..wire import bencode
 from ..wire.bencode import decode_untrusted
@@ -42,11 +50,14 @@ from .events import (
     ErrorReceived,
     Event,
     ExternalAddressChanged,
+    OperationId,
     PeerAnnounced,
     QueryTimedOut,
     ResponseReceived,
     TransactionKey,
 )
+from .lookup import Lookup
+from .behaviour import NodeBehaviour, QueryOwner
 from .external_ip import ExternalAddressVoter
 from ..wire.krpc import (
     COMPACT_NODE_V4,
@@ -232,6 +243,8 @@ class _Pending:
     node_id: bytes | None
     learn: bool
     internal: bool
+    #: The core's own operation waiting for the outcome (a lookup, an announce), if any.
+    owner: QueryOwner | None = None
 
 
 class NodeProtocol:
@@ -319,6 +332,8 @@ class NodeProtocol:
         # IP -> its bencoded ``token`` field, valid until the secret rotates at _token_memo_until.
         self._token_memo: dict[str, bytes] = {}
         self._token_memo_until = -math.inf
+        # Lookups, bootstrap, refresh, announce and save schedule (core/behaviour.py).
+        self._behaviour = NodeBehaviour(self, now)
 
     # --- outputs -------------------------------------------------------------------
 
@@ -342,7 +357,8 @@ class NodeProtocol:
             # When the ping budget next holds a whole token. With no slot free, a
             # reply or a timeout frees one; until then the queue waits.
             t = min(t, self._ping_refill_at + max(0.0, 1.0 - self._ping_tokens) / self.config.ping_rate)
-        return t
+        b = self._behaviour.next_timer()
+        return b if b < t else t
 
     @property
     def outstanding(self) -> int:
@@ -366,6 +382,8 @@ class NodeProtocol:
                     self._ping(contact, now)
             if pending.internal:
                 self._pinging.discard(key[1])
+            elif pending.owner is not None:
+                pending.owner.query_failed(key, now, False)
             else:
                 self._events.append(QueryTimedOut(key, pending.query))
         queue = self._ping_queue
@@ -376,6 +394,7 @@ class NodeProtocol:
         if now >= self._next_peer_sweep:
             self.peer_store.expire(now)
             self._next_peer_sweep = now + PEER_EXPIRY_SWEEP
+        self._behaviour.handle_timer(now)
 
     def send_query(
         self,
@@ -418,6 +437,7 @@ class NodeProtocol:
         timeout: float | None,
         learn: bool,
         internal: bool,
+        owner: QueryOwner | None = None,
     ) -> TransactionKey:
         if len(self._pending) >= self.config.max_outstanding:
             raise LocalProtocolError(f"{len(self._pending)} queries already in flight")
@@ -431,7 +451,7 @@ class NodeProtocol:
         msg = QueryMessage(key[0], self.node_id, query, read_only=self.config.read_only, version=self._version)
         data = encode_message(msg)
         deadline = now + (self.config.query_timeout if timeout is None else timeout)
-        self._pending[key] = _Pending(query, now, deadline, node_id, learn, internal)
+        self._pending[key] = _Pending(query, now, deadline, node_id, learn, internal, owner)
         self._pending_addrs[addr] = self._pending_addrs.get(addr, 0) + 1
         self._seq += 1
         heapq.heappush(self._deadlines, (deadline, self._seq, key))
@@ -457,6 +477,140 @@ class NodeProtocol:
 
     def _ip_in_table(self, ip: str) -> bool:
         return self.table.has_ip(ip)
+
+    # --- the node's own operations (core/behaviour.py) -------------------------------
+
+    def configure_bootstrap(self, saved_contacts: Sequence[Contact], *, routers_configured: bool) -> None:
+        """Say what the node joins through: its saved contacts (best first, as the
+        state file lists them) and whether bootstrap routers were configured (their
+        addresses follow through :meth:`set_routers` once resolved)."""
+        self._behaviour.configure_bootstrap(saved_contacts, routers_configured=routers_configured)
+
+    def set_routers(self, addresses: Sequence[Address], now: float) -> None:
+        """Set the bootstrap routers' resolved addresses (possibly none).
+
+        Routers are asked by bootstraps and by lookups while the table is thin,
+        and never enter the routing table however they reach us (BEP 5). A
+        bootstrap started with ``wait_for_routers`` goes on from here.
+        """
+        self._behaviour.set_routers(addresses, now)
+
+    @property
+    def routers(self) -> list[Address]:
+        """The bootstrap routers' addresses as last set."""
+        return self._behaviour.routers
+
+    @property
+    def wants_routers(self) -> bool:
+        """Whether routers were configured but none resolved yet while the table
+        is too thin to seed a lookup: resolve them before starting one."""
+        return self._behaviour.wants_routers
+
+    @property
+    def saved_contacts(self) -> list[Contact]:
+        """The saved contacts given to :meth:`configure_bootstrap`."""
+        return self._behaviour.saved_contacts
+
+    @property
+    def joined(self) -> bool:
+        """Whether a bootstrap has succeeded (maintenance refreshes only then)."""
+        return self._behaviour.joined
+
+    @property
+    def rejoin_delay(self) -> float:
+        """Seconds the last failed bootstrap put off the next automatic one."""
+        return self._behaviour.rejoin_delay
+
+    def start_lookup(self, target: bytes, query: Query, now: float, **options: Any) -> OperationId:
+        """Start an iterative lookup of ``target``, asking each node ``query``.
+
+        The lookup is seeded from the routing table (and from the routers while
+        the table holds fewer than k contacts); its first queries are queued at
+        once. The core sends the rest as answers, errors and soft and hard
+        timeouts come in, and reports :class:`~mainline_dht.core.events.LookupPeersFound`
+        (``get_peers`` values) and then one :class:`~mainline_dht.core.events.LookupFinished`
+        with the k closest nodes that answered and their tokens.
+
+        Args:
+            target: the 20-byte ID or infohash.
+            query: e.g. ``FindNode(target)`` or ``GetPeers(info_hash)``.
+            now: current time (seconds).
+            **options: :class:`~mainline_dht.core.lookup.Lookup` options
+                (``alpha``, ``soft_timeout``, ``early_finish``, ``max_queries``).
+
+        Raises:
+            LocalProtocolError: ``target`` is not 20 bytes, or a bad option.
+        """
+        return self._behaviour.start_lookup(target, query, now, **options)
+
+    def lookup(self, op: OperationId) -> Lookup | None:
+        """The state of a lookup (stats, peers so far): running, or among the last
+        finished ones (``RECENT_LOOKUPS``); else ``None``."""
+        return self._behaviour.lookup(op)
+
+    def start_announce(self, info_hash: bytes, port: int | None, now: float, *, lookup: Lookup | None = None) -> OperationId:
+        """Announce that we are a peer for ``info_hash`` (BEP 5 ``announce_peer``).
+
+        Runs a ``get_peers`` lookup (or uses ``lookup``, a finished one), then
+        sends ``announce_peer`` with each token to the k closest nodes that gave
+        one. Ends with :class:`~mainline_dht.core.events.AnnounceFinished`.
+
+        Args:
+            info_hash: the 20-byte infohash.
+            port: our peer port; ``None`` sets ``implied_port``.
+            now: current time (seconds).
+            lookup: a finished lookup of the same infohash to take the nodes from.
+
+        Raises:
+            LocalProtocolError: bad infohash or port.
+        """
+        return self._behaviour.start_announce(info_hash, port, now, lookup)
+
+    def start_refresh(self, now: float, *, limit: int | None = None, not_full: bool = False) -> OperationId:
+        """Look up a random ID in each bucket that needs it (BEP 5 refresh).
+
+        Args:
+            now: current time (seconds).
+            limit: refresh at most this many buckets.
+            not_full: refresh every bucket holding fewer than k contacts (what a
+                node does right after joining), instead of those idle for 15
+                minutes; our own bucket too when the table holds fewer than k.
+
+        Returns:
+            The operation; :class:`~mainline_dht.core.events.RefreshFinished` says
+            how many buckets were refreshed, once their lookups are over.
+        """
+        return self._behaviour.start_refresh(now, limit=limit, not_full=not_full).op
+
+    def start_bootstrap(self, now: float, *, timeout: float, wait_for_routers: bool = False) -> OperationId:
+        """Join the network: ping the saved contacts, look up our own ID from them
+        and the routers (again after a pause while nothing answered, until
+        ``timeout``), then refresh the buckets that are not full.
+
+        Args:
+            now: current time (seconds).
+            timeout: seconds to wait for a first answer.
+            wait_for_routers: the runtime is resolving the routers: the saved
+                contacts are pinged now, the lookup starts at :meth:`set_routers`.
+
+        Returns:
+            The operation; it ends with :class:`~mainline_dht.core.events.BootstrapFinished`.
+        """
+        return self._behaviour.start_bootstrap(now, timeout=timeout, wait_for_routers=wait_for_routers)
+
+    def abandon(self, op: OperationId) -> None:
+        """Stop an operation without further events (its caller went away).
+
+        Its queries in flight run out in the core: a late answer still teaches
+        the routing table, and a timeout still counts against its node.
+        Unknown or finished operations are ignored.
+        """
+        self._behaviour.abandon(op)
+
+    def save_wanted(self) -> bool:
+        """Whether the routing table should be written to the state file now: not
+        while it is empty and saved contacts exist (offline: keep the old file)."""
+        return self._behaviour.save_wanted()
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         """Handle one datagram from ``addr``. Never raises for bad input.
@@ -494,7 +648,7 @@ class NodeProtocol:
         elif type(msg) is ResponseMessage:
             self._handle_response(msg, addr, now)
         else:
-            self._handle_error(msg, addr)  # type: ignore[arg-type]
+            self._handle_error(msg, addr, now)  # type: ignore[arg-type]
 
     # --- replies to our queries -----------------------------------------------------
 
@@ -519,10 +673,12 @@ class NodeProtocol:
                     self._learn(contact, now, responded=False)
         if pending.internal:
             self._pinging.discard(addr)
+        elif pending.owner is not None:
+            pending.owner.query_answered(key, msg, now)
         else:
             self._events.append(ResponseReceived(key, pending.query, msg, now - pending.sent_at))
 
-    def _handle_error(self, msg: ErrorMessage, addr: Address) -> None:
+    def _handle_error(self, msg: ErrorMessage, addr: Address, now: float) -> None:
         key = (msg.tid, addr)
         pending = self._forget_pending(key)
         if pending is None:
@@ -531,6 +687,8 @@ class NodeProtocol:
         self.stats.errors_received += 1
         if pending.internal:
             self._pinging.discard(addr)
+        elif pending.owner is not None:
+            pending.owner.query_failed(key, now, True)
         else:
             self._events.append(ErrorReceived(key, pending.query, msg))
 
@@ -542,6 +700,8 @@ class NodeProtocol:
             log.info("our external address is %s: taking the BEP 42 node ID %s", ip, new_id.hex())
             self.change_node_id(new_id, now)
         self._events.append(ExternalAddressChanged(ip, new_id))
+        if new_id is not None:
+            self._behaviour.node_id_changed(now)
 
     def change_node_id(self, node_id: bytes, now: float) -> None:
         """Take a new node ID: the routing table is rebuilt around it, keeping its contacts.

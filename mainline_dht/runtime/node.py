@@ -1,9 +1,13 @@
-"""The trio DHT node: the one layer that does I/O and reads the clock.
+"""The trio DHT node: moves datagrams, sleeps until the core's next timer, and
+turns the core's events into awaitable results.
 
 Owns: a :class:`DatagramTransport` (real UDP or the in-memory network), the
-protocol core (:class:`~mainline_dht.core.protocol.NodeProtocol`), the background
-tasks (receive loop, timer loop, maintenance), lookups driven through the pure
-:class:`~mainline_dht.core.lookup.Lookup`, bootstrap and state persistence.
+protocol core (:class:`~mainline_dht.core.protocol.NodeProtocol`), three tasks
+(receive loop, timer loop, router resolution when asked), the state file's I/O,
+and the awaitables of the public API. Every rule of what the node sends and when
+(lookups, bootstrap plan, refresh, re-bootstrap, save schedule, announce choice)
+lives in the core: this module starts the core's operations and waits for their
+events.
 
 Usage::
 
@@ -24,23 +28,49 @@ import math
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import trio
 
-from ..wire.contact import Address, Contact
-from ..errors import BootstrapError, DHTError, KRPCError, LocalProtocolError, QueryTimeout, StateFileError
-from ..core.events import ErrorReceived, Event, ExternalAddressChanged, PeerAnnounced, QueryTimedOut, ResponseReceived, TransactionKey
-from ..wire.krpc import AnnouncePeer, FindNode, GetPeers, Ping, Query, ResponseMessage, SampleInfohashes
-from ..core.lookup import UNKNOWN_ID, Lookup, LookupStats
-from ..core.node_id import random_id_in_range, random_node_id
+from ..core.behaviour import (
+    BOOTSTRAP_RETRY_PAUSE,
+    DEFAULT_BOOTSTRAP_TIMEOUT,
+    DEFAULT_MAX_LOOKUP_QUERIES,
+    MAINTENANCE_INTERVAL,
+    PARALLEL_REFRESHES,
+    QUESTIONABLE_PINGS_PER_ROUND,
+    REBOOTSTRAP_BACKOFF,
+    SAVE_INTERVAL,
+)
+from ..core.events import (
+    AnnounceFinished,
+    BootstrapDue,
+    BootstrapFinished,
+    ErrorReceived,
+    Event,
+    LookupFinished,
+    LookupPeersFound,
+    OperationId,
+    PeerAnnounced,
+    QueryTimedOut,
+    RefreshFinished,
+    ResponseReceived,
+    SaveDue,
+    TransactionKey,
+)
+from ..core.lookup import Lookup, LookupStats
+from ..core.node_id import random_node_id
 from ..core.protocol import NodeConfig, NodeProtocol
-from ..core.routing_table import NodeStatus, split_saved_contacts
-from .state_file import load_contacts, save_table
+from ..core.routing_table import RoutingTable
+from ..errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
+from ..wire.contact import Address, Contact
+from ..wire.krpc import FindNode, GetPeers, Ping, Query, ResponseMessage, SampleInfohashes
+from .common import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ErrorLog, NodeStats, bootstrap_error, default_state_path
+from .common import is_ip_literal, node_stats, parse_address
+from .state_file import load_node_state, save_node_state
 from .transport import DatagramTransport, open_udp_transport
 
 __all__ = [
@@ -51,124 +81,41 @@ __all__ = [
     "serve_node",
     "resolve_address",
     "parse_address",
+    "default_state_path",
     "DEFAULT_BOOTSTRAP",
     "DEFAULT_PORT",
+    # The schedule's constants, defined by the core (core/behaviour.py).
+    "DEFAULT_BOOTSTRAP_TIMEOUT",
+    "DEFAULT_MAX_LOOKUP_QUERIES",
+    "BOOTSTRAP_RETRY_PAUSE",
+    "PARALLEL_REFRESHES",
+    "MAINTENANCE_INTERVAL",
+    "SAVE_INTERVAL",
+    "QUESTIONABLE_PINGS_PER_ROUND",
+    "REBOOTSTRAP_BACKOFF",
 ]
 
 log = logging.getLogger(__name__)
 
-#: The public routers that answer ``find_node`` for newcomers. They never enter a
-#: routing table (BEP 5). Order: the ones observed to answer most reliably first.
-DEFAULT_BOOTSTRAP: Final[tuple[Address, ...]] = (
-    ("dht.libtorrent.org", 25401),
-    ("dht.transmissionbt.com", 6881),
-    ("router.bittorrent.com", 6881),
-    ("router.utorrent.com", 6881),
-)
-#: The customary DHT port.
-DEFAULT_PORT: Final = 6881
-#: Seconds to wait for any bootstrap router or saved contact to answer.
-DEFAULT_BOOTSTRAP_TIMEOUT: Final = 10.0
-#: Queries one lookup may send at most: a bound against hostile or broken
-#: networks (a healthy lookup needs 10-50).
-DEFAULT_MAX_LOOKUP_QUERIES: Final = 300
-#: Seconds between bootstrap attempts when no first query was answered.
-BOOTSTRAP_RETRY_PAUSE: Final = 0.5
-#: Bucket-refresh lookups run at once.
-PARALLEL_REFRESHES: Final = 4
-#: Seconds between maintenance rounds (bucket refresh, questionable pings, saving).
-MAINTENANCE_INTERVAL: Final = 10.0
-#: Seconds between periodic saves of the routing table.
-SAVE_INTERVAL: Final = 5 * 60.0
-#: Questionable contacts pinged per maintenance round.
-QUESTIONABLE_PINGS_PER_ROUND: Final = 8
 #: Datagrams of a received batch handled before the replies so far are sent. A batch
 #: holds up to 256; sending only at its end made the first querier of a burst wait
 #: for the other 255 to be answered. tools/bench_serve.py: 70,000 -> 80,000 replies/s
 #: (wall clock) at the same CPU cost per reply.
 RECEIVE_FLUSH_EVERY: Final = 32
-#: Seconds to wait before re-bootstrapping after the table ran empty, doubling to the cap.
-REBOOTSTRAP_BACKOFF: Final = (5.0, 300.0)
-#: Seconds between log records of one kind of repeated error (a bug hit by every
-#: datagram, a user callback that always raises); the others are only counted.
-ERROR_LOG_INTERVAL: Final = 10.0
-
-
-class _ErrorLog:
-    """Logs an error of one kind at most once per :data:`ERROR_LOG_INTERVAL`; counts them all."""
-
-    __slots__ = ("what", "count", "_next_log", "_suppressed")
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        #: Errors of this kind since the node started.
-        self.count = 0
-        self._next_log = -math.inf
-        self._suppressed = 0
-
-    def record(self, detail: object) -> None:
-        """Count the exception being handled; log it (with its traceback) unless one was logged lately."""
-        self.count += 1
-        now = time.monotonic()
-        if now < self._next_log:
-            self._suppressed += 1
-            return
-        self._next_log = now + ERROR_LOG_INTERVAL
-        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
-        self._suppressed = 0
-        log.exception("%s: %s%s", self.what, detail, more)
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStats:
-    """A snapshot of a node's state and counters.
-
-    Attributes:
-        table_size: contacts in the routing table.
-        good, questionable, bad: contacts by BEP 5 status.
-        buckets: buckets in the table.
-        queries_received, replies_sent, errors_sent: incoming traffic.
-        queries_sent, responses_received, errors_received, timeouts: our queries.
-        malformed: datagrams dropped or answered with 203 as malformed.
-        outstanding: our queries in flight.
-        infohashes, stored_peers: the peer store's contents.
-        announces_accepted: valid ``announce_peer`` queries received.
-        queries_rate_limited: datagrams dropped unread because their source IP
-            was over its budget or banned, or the global reply budget was spent
-            (``NodeConfig.query_rate_per_ip``, ``NodeConfig.reply_rate``).
-        internal_errors: datagrams whose handling raised (a bug; the node carried on).
-        callback_errors: exceptions raised by user callbacks such as
-            :meth:`DHTNode.on_peer_announced` (the node carried on).
-    """
-
-    table_size: int
-    good: int
-    questionable: int
-    bad: int
-    buckets: int
-    queries_received: int
-    replies_sent: int
-    errors_sent: int
-    queries_sent: int
-    responses_received: int
-    errors_received: int
-    timeouts: int
-    malformed: int
-    outstanding: int
-    infohashes: int
-    stored_peers: int
-    announces_accepted: int
-    queries_rate_limited: int
-    internal_errors: int = 0
-    callback_errors: int = 0
 
 
 class _Waiter:
+    """One awaited outcome: a query's reply or an operation's final event."""
+
     __slots__ = ("event", "result")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.result: Event | None = None
+
+    def __call__(self, result: Event) -> None:
+        self.result = result
+        self.event.set()
 
 
 class PeerStream:
@@ -182,7 +129,6 @@ class PeerStream:
     def __init__(self, lookup: Lookup, receive: trio.MemoryReceiveChannel[Address]) -> None:
         self.lookup = lookup
         self._receive = receive
-        self._error: BaseException | None = None
         self._found_at: dict[Address, float] = {}
 
     @property
@@ -213,8 +159,6 @@ class PeerStream:
         try:
             return await self._receive.receive()
         except trio.EndOfChannel:
-            if self._error is not None:
-                raise self._error from None
             raise StopAsyncIteration from None
 
 
@@ -236,16 +180,19 @@ class DHTNode:
         self.proto = proto
         self.bootstrap_nodes = tuple(bootstrap)
         self.state_path = state_path
-        self._saved_contacts = list(saved_contacts)
         self._wall_clock = wall_clock
         self._bootstrap_timeout = bootstrap_timeout
+        proto.configure_bootstrap(saved_contacts, routers_configured=bool(self.bootstrap_nodes))
         self._waiters: dict[TransactionKey, _Waiter] = {}
+        #: Running operations of the core (lookups, bootstraps, ...) -> who takes their events.
+        self._ops: dict[OperationId, Callable[[Event], None]] = {}
         self._timer_scope: trio.CancelScope | None = None
         self._announce_callbacks: list[Callable[[PeerAnnounced], None]] = []
-        self._resolved_routers: list[Address] | None = None
+        self._routers_resolved = False
+        self._resolving: trio.Event | None = None
         self.joined = trio.Event()
-        self._internal_errors = _ErrorLog("internal error handling a datagram")
-        self._callback_errors = _ErrorLog("a peer-announced callback raised")
+        self._internal_errors = ErrorLog("internal error handling a datagram", log)
+        self._callback_errors = ErrorLog("a peer-announced callback raised", log)
         self._nursery: trio.Nursery | None = None
 
     # --- identity and figures --------------------------------------------------------
@@ -266,35 +213,16 @@ class DHTNode:
         return self.transport.local_address
 
     @property
-    def table(self) -> Any:
+    def table(self) -> RoutingTable:
         """The routing table (read it; do not change it)."""
         return self.proto.table
 
     @property
     def stats(self) -> NodeStats:
         """A snapshot of the node's counters and table state."""
-        p = self.proto
-        s = p.stats
-        counts = p.table.counts(trio.current_time())
-        return NodeStats(
-            table_size=len(p.table),
-            good=counts.get(NodeStatus.GOOD, 0),
-            questionable=counts.get(NodeStatus.QUESTIONABLE, 0),
-            bad=counts.get(NodeStatus.BAD, 0),
-            buckets=len(p.table.buckets),
-            queries_received=s.queries_received,
-            replies_sent=s.replies_sent,
-            errors_sent=s.errors_sent,
-            queries_sent=s.queries_sent,
-            responses_received=s.responses_received,
-            errors_received=s.errors_received,
-            timeouts=s.timeouts,
-            malformed=s.malformed,
-            outstanding=p.outstanding,
-            infohashes=p.peer_store.num_infohashes,
-            stored_peers=p.peer_store.num_peers,
-            announces_accepted=s.announces_accepted,
-            queries_rate_limited=s.queries_rate_limited,
+        return node_stats(
+            self.proto,
+            trio.current_time(),
             internal_errors=self._internal_errors.count,
             callback_errors=self._callback_errors.count,
         )
@@ -322,37 +250,32 @@ class DHTNode:
         for data, addr in proto.datagrams_to_send():
             send(data, addr)
         while (event := proto.next_event()) is not None:
-            if type(event) is PeerAnnounced:
+            t = type(event)
+            if t is ResponseReceived or t is ErrorReceived or t is QueryTimedOut:
+                waiter = self._waiters.pop(event.key, None)  # type: ignore[union-attr]
+                if waiter is not None:
+                    waiter(event)
+            elif t is PeerAnnounced:
                 for cb in self._announce_callbacks:
                     try:
-                        cb(event)
+                        cb(event)  # type: ignore[arg-type]
                     except Exception:  # the user's bug must not stop the node
                         self._callback_errors.record(cb)
-                continue
-            if type(event) is ExternalAddressChanged:
-                if event.new_node_id is not None and self._nursery is not None:
-                    self._nursery.start_soon(self._settle_new_id)
-                continue
-            waiter = self._waiters.pop(event.key, None)  # type: ignore[union-attr]
-            if waiter is not None:
-                waiter.result = event
-                waiter.event.set()
+            elif t is SaveDue:
+                self.save_state()
+            elif t is BootstrapDue:
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._rejoin)
+            elif (op := getattr(event, "op", None)) is not None:
+                handler = self._ops.get(op)
+                if handler is not None:
+                    handler(event)
+            # ExternalAddressChanged: the core rejoins under a new ID by itself.
         scope = self._timer_scope
         if scope is not None:
-            t = proto.get_timer()
-            if t is not None and t < scope.deadline:
-                scope.deadline = t
-
-    async def _settle_new_id(self) -> None:
-        """After a BEP 42 ID change, join again under the new ID: look it up (so
-        that the nodes closest to it learn of us), refresh the buckets the
-        rebuilt table holds too few contacts in, and save the table."""
-        try:
-            await self.find_node(self.node_id)
-            await self.refresh_buckets(not_full=True)
-        except DHTError as exc:  # not expected; the node carries on under its new ID
-            log.warning("rejoining under the new node ID failed: %s", exc)
-        self.save_state()
+            t_next = proto.get_timer()
+            if t_next is not None and t_next < scope.deadline:
+                scope.deadline = t_next
 
     async def _receive_loop(self) -> None:
         proto = self.proto
@@ -392,6 +315,20 @@ class DHTNode:
             proto.handle_timer(trio.current_time())
             self._transmit()
 
+    async def _await_op(self, op: OperationId) -> Event:
+        """Wait for the final event of a core operation; abandon it if cancelled."""
+        waiter = _Waiter()
+        self._ops[op] = waiter
+        self._transmit()
+        try:
+            await waiter.event.wait()
+        finally:
+            self._ops.pop(op, None)
+            if waiter.result is None:
+                self.proto.abandon(op)
+        assert waiter.result is not None
+        return waiter.result
+
     # --- single queries -------------------------------------------------------------
 
     async def query(
@@ -415,8 +352,7 @@ class DHTNode:
             learn: add the responder to the routing table.
             abandon_on_cancel: if the caller is cancelled, stop waiting but let
                 the query run out in the core: a late answer still teaches the
-                routing table, and a timeout still counts against ``node_id``
-                (lookups use this for the stragglers they leave behind).
+                routing table, and a timeout still counts against ``node_id``.
 
         Returns:
             The reply.
@@ -455,106 +391,54 @@ class DHTNode:
         """
         return await self.query(addr, Ping(), timeout=timeout)
 
+    async def sample_infohashes(self, addr: Address, target: bytes | None = None) -> ResponseMessage:
+        """Ask one node for a sample of the infohashes it stores (BEP 51)."""
+        return await self.query(addr, SampleInfohashes(target or random_node_id(self.proto.rng)))
+
     # --- lookups --------------------------------------------------------------------
 
-    async def _new_lookup(self, target: bytes, **options: Any) -> Lookup:
-        """A lookup of ``target`` seeded from the table, and from the routers while it is thin."""
-        k = self.proto.config.k
-        seeds = self.proto.table.closest(target, 2 * k)
-        routers = await self._routers() if len(seeds) < k else []
-        options.setdefault("max_queries", DEFAULT_MAX_LOOKUP_QUERIES)
-        return Lookup(target, seeds, now=trio.current_time(), own_id=self.node_id, k=k, routers=routers, **options)
-
     async def _routers(self) -> list[Address]:
-        """The bootstrap routers' addresses, resolved once (concurrently) and cached."""
-        if self._resolved_routers is None:
-            resolved: dict[int, Address] = {}
+        """Resolve the bootstrap routers (concurrently, once) and hand them to the core."""
+        if self._routers_resolved:
+            return self.proto.routers
+        if self._resolving is not None:  # another task is at it: share its result
+            await self._resolving.wait()
+            return self.proto.routers
+        self._resolving = done = trio.Event()
+        resolved: dict[int, Address] = {}
 
-            async def one(i: int, addr: Address) -> None:
-                try:
-                    resolved[i] = await resolve_address(addr)
-                except OSError as exc:
-                    log.info("cannot resolve %s:%s: %s", addr[0], addr[1], exc)
+        async def one(i: int, addr: Address) -> None:
+            try:
+                resolved[i] = await resolve_address(addr)
+            except OSError as exc:
+                log.info("cannot resolve %s:%s: %s", addr[0], addr[1], exc)
 
+        try:
             with trio.move_on_after(self._bootstrap_timeout):
                 async with trio.open_nursery() as nursery:
                     for i, addr in enumerate(self.bootstrap_nodes):
                         nursery.start_soon(one, i, addr)
-            self._resolved_routers = [resolved[i] for i in sorted(resolved)]
-            self.proto.router_addresses.update(self._resolved_routers)
-            if not self._resolved_routers:
-                # Nothing resolved (offline?): try again next time.
-                self._resolved_routers = None
-                return []
-        return self._resolved_routers
+        finally:
+            routers = [resolved[i] for i in sorted(resolved)]
+            # Nothing resolved (offline?): try again next time.
+            self._routers_resolved = bool(routers)
+            self.proto.set_routers(routers, trio.current_time())
+            self._resolving = None
+            done.set()
+            self._transmit()
+        return routers
 
-    async def _drive(
-        self,
-        lookup: Lookup,
-        make_query: Callable[[], Query],
-        on_peers: Callable[[list[Address]], None] | None = None,
-        first_reply: trio.Event | None = None,
-    ) -> None:
-        """Run ``lookup`` to completion: the trio half of the pure Lookup.
-
-        ``on_peers`` gets each batch of new peers; ``first_reply`` is set when
-        the first answer arrives.
-        """
-        changed = trio.Event()
-        timeout = self.proto.config.lookup_query_timeout
-
-        async def ask(contact: Contact) -> None:
-            nonlocal changed
-            is_router = contact.id == UNKNOWN_ID
-            try:
-                resp = await self.query(
-                    contact.addr,
-                    make_query(),
-                    node_id=None if is_router else contact.id,
-                    timeout=timeout,
-                    learn=not is_router,
-                    abandon_on_cancel=True,
-                )
-            except QueryTimeout:
-                lookup.on_failure(contact, trio.current_time())
-            except (KRPCError, LocalProtocolError):
-                lookup.on_failure(contact, trio.current_time(), error=True)
-            else:
-                nodes = resp.nodes + resp.nodes6 if resp.nodes6 else resp.nodes
-                new = lookup.on_response(
-                    contact,
-                    trio.current_time(),
-                    nodes=nodes,
-                    values=resp.values,
-                    token=resp.token,
-                    responder_id=resp.sender_id,
-                )
-                if new and on_peers is not None:
-                    on_peers(new)
-                if first_reply is not None:
-                    first_reply.set()
-            changed.set()
-
-        async with trio.open_nursery() as nursery:
-            while True:
-                now = trio.current_time()
-                lookup.handle_timer(now)
-                changed = trio.Event()
-                for contact in lookup.next_queries(now):
-                    nursery.start_soon(ask, contact)
-                if lookup.done:
-                    break
-                deadline = lookup.next_deadline()
-                with trio.move_on_at(math.inf if deadline is None else deadline):
-                    await changed.wait()
-            nursery.cancel_scope.cancel()
+    async def _prepare_lookup(self) -> None:
+        if self.proto.wants_routers:
+            await self._routers()
 
     async def find_node(self, target: bytes) -> list[Contact]:
         """Run an iterative ``find_node`` lookup; return the closest contacts that answered."""
-        lookup = await self._new_lookup(target)
-        await self._drive(lookup, lambda: FindNode(target))
-        self.proto.table.touch_bucket(target, trio.current_time())
-        return [c for c, _ in lookup.closest_responders(self.proto.config.k)]
+        await self._prepare_lookup()
+        op = self.proto.start_lookup(target, FindNode(target), trio.current_time())
+        result = await self._await_op(op)
+        assert type(result) is LookupFinished
+        return [c for c, _ in result.closest]
 
     @asynccontextmanager
     async def get_peers(self, info_hash: bytes, **lookup_options: Any) -> AsyncIterator[PeerStream]:
@@ -567,35 +451,43 @@ class DHTNode:
                     ...
             print(peers.stats.elapsed)
 
+        Args:
+            info_hash: the 20-byte infohash.
+            **lookup_options: :class:`~mainline_dht.core.lookup.Lookup` options
+                (``alpha``, ``soft_timeout``, ``early_finish``, ``max_queries``).
+
         Raises:
             LocalProtocolError: ``info_hash`` is not 20 bytes.
         """
         if type(info_hash) is not bytes or len(info_hash) != 20:
             raise LocalProtocolError("info_hash must be 20 bytes")
+        await self._prepare_lookup()
         send, receive = trio.open_memory_channel[Address](math.inf)
-        lookup = await self._new_lookup(info_hash, **lookup_options)
+        op = self.proto.start_lookup(info_hash, GetPeers(info_hash), trio.current_time(), **lookup_options)
+        lookup = self.proto.lookup(op)
+        assert lookup is not None  # just started
         stream = PeerStream(lookup, receive)
 
-        def deliver(peers: list[Address]) -> None:
-            now = trio.current_time()
-            for peer in peers:
-                stream._found_at[peer] = now
-                send.send_nowait(peer)
+        def on_event(event: Event) -> None:
+            if type(event) is LookupPeersFound:
+                for peer in event.peers:
+                    stream._found_at[peer] = event.at
+                    send.send_nowait(peer)
+            elif type(event) is LookupFinished:
+                self._ops.pop(op, None)
+                send.close()
 
-        async def run() -> None:
-            async with send:
-                try:
-                    await self._drive(lookup, lambda: GetPeers(info_hash), deliver)
-                except Exception as exc:  # handed to the reader, not into an ExceptionGroup
-                    stream._error = exc
-            self.proto.table.touch_bucket(info_hash, trio.current_time())
-
-        async with collapse_single_errors(), trio.open_nursery() as nursery:
-            nursery.start_soon(run)
-            try:
-                yield stream
-            finally:
-                nursery.cancel_scope.cancel()
+        if lookup.done:
+            send.close()
+        else:
+            self._ops[op] = on_event
+        self._transmit()
+        try:
+            yield stream
+        finally:
+            if self._ops.pop(op, None) is not None:
+                self.proto.abandon(op)
+            send.close()
 
     async def announce(self, info_hash: bytes, port: int | None = None, *, stream: PeerStream | None = None) -> int:
         """Announce that we are a peer for ``info_hash`` (BEP 5 ``announce_peer``).
@@ -616,33 +508,14 @@ class DHTNode:
         Raises:
             LocalProtocolError: bad infohash or port.
         """
-        if port is not None and not 0 < port < 65536:
-            raise LocalProtocolError(f"port must be 1-65535, not {port}")
         if stream is None:
-            async with self.get_peers(info_hash) as stream:
-                async for _ in stream:
-                    pass
-        targets = [(c, tok) for c, tok in stream.lookup.closest_responders(self.proto.config.k) if tok]
-        accepted = 0
-
-        async def one(contact: Contact, token: bytes) -> None:
-            nonlocal accepted
-            q = AnnouncePeer(info_hash, port or 0, token, implied_port=port is None)
-            try:
-                await self.query(contact.addr, q, node_id=contact.id)
-            except (QueryTimeout, KRPCError, LocalProtocolError) as exc:
-                log.debug("announce to %s failed: %s", contact.addr, exc)
-                return
-            accepted += 1
-
-        async with trio.open_nursery() as nursery:
-            for contact, token in targets:
-                nursery.start_soon(one, contact, token)
-        return accepted
-
-    async def sample_infohashes(self, addr: Address, target: bytes | None = None) -> ResponseMessage:
-        """Ask one node for a sample of the infohashes it stores (BEP 51)."""
-        return await self.query(addr, SampleInfohashes(target or random_node_id(self.proto.rng)))
+            await self._prepare_lookup()
+        op = self.proto.start_announce(
+            info_hash, port, trio.current_time(), lookup=None if stream is None else stream.lookup
+        )
+        result = await self._await_op(op)
+        assert type(result) is AnnounceFinished
+        return result.accepted
 
     # --- joining the network --------------------------------------------------------
 
@@ -650,7 +523,8 @@ class DHTNode:
         """Join the network: a lookup of our own ID from saved contacts and the routers.
 
         Saved contacts are asked first-hand (they enter the table when they
-        answer); routers are asked too but never enter the table (BEP 5).
+        answer); routers are asked too but never enter the table (BEP 5). The
+        plan (order, retries, the refresh after) is the core's.
 
         Returns:
             The number of contacts in the routing table afterwards.
@@ -660,78 +534,36 @@ class DHTNode:
                 the node's bootstrap timeout); the message names what was tried.
         """
         timeout = self._bootstrap_timeout if timeout is None else timeout
-        own = self.node_id
-        # Ping the saved contacts (BEP 5 / PROTOCOL.md: "at start-up, ping the
-        # saved contacts"). The lookup below asks only those closest to our ID;
-        # without this a restarted node would come back with k contacts. Those
-        # that held a place in the table are pinged first and the overflow after
-        # the lookup, so the former entries get their places back.
-        cfg = self.proto.config
-        saved, overflow = split_saved_contacts(own, self._saved_contacts, k=cfg.k, max_per_ip=cfg.max_per_ip)
-        self._ping_all(saved)
-        routers: list[Address] = []
-        with trio.move_on_after(timeout):
-            routers = await self._routers()
-        deadline = trio.current_time() + timeout
-        start = saved
-        while True:
-            lookup = Lookup(
-                own,
-                start + self.proto.table.closest(own, 2 * self.proto.config.k),
-                now=trio.current_time(),
-                own_id=own,
-                k=self.proto.config.k,
-                routers=routers,
-                max_queries=DEFAULT_MAX_LOOKUP_QUERIES,
-            )
-            answered = trio.Event()
-            with trio.move_on_at(deadline) as scope:
-                async with trio.open_nursery() as nursery:
-
-                    async def run() -> None:
-                        await self._drive(lookup, lambda: FindNode(own), first_reply=answered)
-                        answered.set()  # finished: stop waiting either way
-
-                    nursery.start_soon(run)
-                    # Before the first answer ``timeout`` rules; past it the lookup takes its time.
-                    await answered.wait()
-                    scope.deadline = math.inf
-            # Every first query lost (a lossy link, a router that dropped it)? Ask
-            # again while the time allows: one try per router is too fragile.
-            if lookup.stats.replies or trio.current_time() >= deadline or not (routers or self._saved_contacts):
-                break
-            await trio.sleep(min(BOOTSTRAP_RETRY_PAUSE, max(0.0, deadline - trio.current_time())))
-            if overflow:  # the former table's entries are silent: try the rest at once
-                start = saved + overflow
-                self._ping_all(overflow)
-                overflow = []
-        if lookup.stats.replies == 0:
-            tried = [f"{a[0]}:{a[1]}" for a in self.bootstrap_nodes]
-            if self._saved_contacts:
-                tried.insert(0, f"{len(self._saved_contacts)} saved contacts")
-            what = ", ".join(tried) if tried else "no bootstrap nodes and no saved contacts"
-            if self.bootstrap_nodes and not routers and not self._saved_contacts:
-                raise BootstrapError(
-                    f"none of the bootstrap nodes resolved to an address (tried {what}). "
-                    "Are you offline? Pass a reachable node with --bootstrap HOST:PORT."
-                )
-            raise BootstrapError(
-                f"no DHT node answered within {timeout:g} s (tried {what}). "
-                "Check the network, or pass a reachable node with --bootstrap HOST:PORT."
-            )
-        self._ping_all(overflow)  # fills the holes of saved contacts that are gone
-        self.proto.table.touch_bucket(own, trio.current_time())
-        await self.refresh_buckets(not_full=True)
+        resolve = not self._routers_resolved and bool(self.bootstrap_nodes)
+        op = self.proto.start_bootstrap(trio.current_time(), timeout=timeout, wait_for_routers=resolve)
+        waiter = _Waiter()
+        self._ops[op] = waiter
+        self._transmit()  # the saved contacts' pings go out while the routers resolve
+        try:
+            if resolve:
+                with trio.move_on_after(timeout):
+                    await self._routers()
+                if not self._routers_resolved:
+                    self.proto.set_routers([], trio.current_time())
+                    self._transmit()
+            await waiter.event.wait()
+        finally:
+            self._ops.pop(op, None)
+            if waiter.result is None:
+                self.proto.abandon(op)
+        result = waiter.result
+        assert type(result) is BootstrapFinished
+        if result.failure is not None:
+            raise bootstrap_error(result, self.bootstrap_nodes, timeout)
         self.joined.set()
-        log.info("joined the DHT: %d contacts", len(self.proto.table))
-        return len(self.proto.table)
+        return result.contacts
 
-    def _ping_all(self, contacts: Sequence[Contact]) -> None:
-        """Ping ``contacts`` to verify them (through the core's ping budget); they enter the table as they answer."""
-        now = trio.current_time()
-        for contact in contacts:
-            self.proto.ping_contact(contact, now)
-        self._transmit()
+    async def _rejoin(self) -> None:
+        """The core found the table empty: bootstrap again (it applies the backoff)."""
+        try:
+            await self.bootstrap()
+        except BootstrapError as exc:
+            log.warning("%s Retrying in %g s.", exc, self.proto.rejoin_delay)
 
     async def refresh_buckets(self, *, limit: int | None = None, not_full: bool = False) -> int:
         """Look up a random ID in buckets that need it (BEP 5 refresh).
@@ -746,69 +578,16 @@ class DHTNode:
         Returns:
             How many buckets were refreshed.
         """
-        table = self.proto.table
-        now = trio.current_time()
-        if not_full:
-            # The lookup of our own ID has just searched our own bucket, unless
-            # it found fewer than k contacts in all (many of the nodes it heard of
-            # were dead, say): then a lookup elsewhere in the space finds more.
-            own = table.bucket_for(self.node_id) if len(table) >= table.k else None
-            ranges = [(b.lo, b.hi) for b in table.buckets if len(b.entries) < table.k and b is not own]
-        else:
-            ranges = table.buckets_to_refresh(now)
-        if limit is not None:
-            ranges = ranges[:limit]
-        limiter = trio.CapacityLimiter(PARALLEL_REFRESHES)
-
-        async def refresh(lo: int, hi: int) -> None:
-            async with limiter:
-                await self.find_node(random_id_in_range(lo, hi, self.proto.rng))
-
-        async with trio.open_nursery() as nursery:
-            for lo, hi in ranges:
-                nursery.start_soon(refresh, lo, hi)
-        return len(ranges)
-
-    async def _maintenance_loop(self) -> None:
-        backoff = REBOOTSTRAP_BACKOFF[0]
-        next_save = trio.current_time() + SAVE_INTERVAL
-        while True:
-            await trio.sleep(MAINTENANCE_INTERVAL)
-            now = trio.current_time()
-            table = self.proto.table
-            if len(table) == 0 and (self.bootstrap_nodes or self._saved_contacts):
-                try:
-                    await self.bootstrap()
-                    backoff = REBOOTSTRAP_BACKOFF[0]
-                except BootstrapError as exc:
-                    log.warning("%s Retrying in %g s.", exc, backoff)
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, REBOOTSTRAP_BACKOFF[1])
-                continue
-            for contact in table.questionable(now)[:QUESTIONABLE_PINGS_PER_ROUND]:
-                self.proto.ping_contact(contact, now)
-            self._transmit()
-            if self.joined.is_set():
-                await self.refresh_buckets(limit=2)
-            if self.state_path is not None and now >= next_save:
-                self.save_state()
-                next_save = now + SAVE_INTERVAL
+        op = self.proto.start_refresh(trio.current_time(), limit=limit, not_full=not_full)
+        result = await self._await_op(op)
+        assert type(result) is RefreshFinished
+        return result.buckets
 
     # --- persistence ----------------------------------------------------------------
 
     def save_state(self) -> None:
         """Write the routing table to the state file atomically (if the node has one)."""
-        if self.state_path is None:
-            return
-        if len(self.proto.table) == 0 and self._saved_contacts:
-            # Never joined (offline?): keep the contacts saved last time instead
-            # of replacing them with an empty table.
-            log.info("routing table empty; leaving %s as it was", self.state_path)
-            return
-        try:
-            save_table(self.proto.table, self.state_path, wall_clock=self._wall_clock)
-        except OSError as exc:
-            log.warning("cannot save the routing table to %s: %s", self.state_path, exc)
+        save_node_state(self.proto, self.state_path, wall_clock=self._wall_clock)
 
 
 # --- construction ---------------------------------------------------------------------
@@ -833,29 +612,6 @@ async def collapse_single_errors() -> AsyncIterator[None]:
         raise exc from exc.__cause__
 
 
-def parse_address(text: str, *, default_port: int | None = None) -> Address:
-    """Parse ``HOST:PORT`` (``[v6]:PORT`` for IPv6) into an address.
-
-    Raises:
-        ValueError: with a message fit for the command line.
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep or (host.count(":") and not host.startswith("[")):
-        if default_port is None:
-            raise ValueError(f"expected HOST:PORT, got {text!r}")
-        host, port_text = text.strip("[]"), str(default_port)
-    host = host.strip("[]")
-    if not host:
-        raise ValueError(f"missing host in {text!r}")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"bad port in {text!r}") from None
-    if not 0 <= port < 65536:
-        raise ValueError(f"port out of range in {text!r}")
-    return (host, port)
-
-
 async def resolve_address(addr: Address) -> Address:
     """Resolve a host name to an IPv4 address (IP literals pass through unchanged).
 
@@ -863,29 +619,12 @@ async def resolve_address(addr: Address) -> Address:
         OSError: the name does not resolve.
     """
     host, port = addr
-    if _is_ip_literal(host):
+    if is_ip_literal(host):
         return addr
     infos = await trio.socket.getaddrinfo(host, port, trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
     if not infos:
         raise OSError(f"{host} has no IPv4 address")
     return (str(infos[0][4][0]), port)
-
-
-def _is_ip_literal(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def default_state_path() -> Path:
-    """The default routing-table file: ``<user data dir>/mainline-dht/routing-table.dat``."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("mainline-dht", appauthor=False)) / "routing-table.dat"
 
 
 @asynccontextmanager
@@ -922,14 +661,8 @@ async def open_node(
     """
     rng = rng or random.SystemRandom()
     path = Path(state_path) if state_path is not None else None
-    saved: list[Contact] = []
-    if path is not None and path.exists():
-        try:
-            saved_id, saved = load_contacts(path)
-            node_id = node_id or saved_id
-        except StateFileError as exc:
-            log.warning("ignoring the state file: %s; starting afresh", exc)
-            saved = []
+    saved_id, saved = load_node_state(path)
+    node_id = node_id or saved_id
     node_id = node_id or random_node_id(rng)
     own_transport = transport is None
     if transport is None:
@@ -949,7 +682,6 @@ async def open_node(
             node._nursery = nursery
             nursery.start_soon(node._receive_loop)
             nursery.start_soon(node._timer_loop)
-            nursery.start_soon(node._maintenance_loop)
             if join:
                 nursery.start_soon(_join_in_background, node)
             try:

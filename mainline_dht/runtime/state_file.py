@@ -32,9 +32,19 @@ from typing import Any, Final
 from ..wire.bencode import decode_trusted, encode_trusted_file
 from ..wire.contact import ID_LENGTH, Contact
 from ..errors import DecodeError, StateFileError
+from ..core.protocol import NodeProtocol
 from ..core.routing_table import RoutingTable
 
-__all__ = ["FORMAT_VERSION", "MAX_STATE_FILE", "pack_contact", "unpack_contact", "save_table", "load_contacts"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_STATE_FILE",
+    "pack_contact",
+    "unpack_contact",
+    "save_table",
+    "load_contacts",
+    "load_node_state",
+    "save_node_state",
+]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +173,44 @@ def load_contacts(path: str | os.PathLike[str]) -> tuple[bytes, list[Contact]]:
         if contact.addr[1] != 0:
             contacts.append(contact)
     return bytes(own_id), contacts
+
+
+def load_node_state(path: Path | None) -> tuple[bytes | None, list[Contact]]:
+    """What a starting node takes from its state file (every runtime uses this).
+
+    Returns:
+        ``(node_id, contacts)``; ``(None, [])`` when there is no path, no file,
+        or the file is not a routing-table file (logged as a warning: the node
+        starts afresh).
+
+    Raises:
+        OSError: the file exists but cannot be read.
+    """
+    if path is None or not path.exists():
+        return None, []
+    try:
+        return load_contacts(path)
+    except StateFileError as exc:
+        log.warning("ignoring the state file: %s; starting afresh", exc)
+        return None, []
+
+
+def save_node_state(proto: NodeProtocol, path: Path | None, *, wall_clock: Callable[[], float] = time.time) -> None:
+    """Write the node's routing table to ``path`` atomically, if the core wants it saved.
+
+    Nothing is written without a path, nor while the table is empty and the node
+    started from saved contacts (offline: the old file stays). A write error is
+    logged, never raised: the node carries on.
+    """
+    if path is None:
+        return
+    if not proto.save_wanted():
+        log.info("routing table empty; leaving %s as it was", path)
+        return
+    try:
+        save_table(proto.table, path, wall_clock=wall_clock)
+    except OSError as exc:
+        log.warning("cannot save the routing table to %s: %s", path, exc)
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
