@@ -404,7 +404,8 @@ class NodeBehaviour:
         contact = run.contacts.pop(key, None)
         if contact is None or run.finished:
             return
-        nodes = resp.nodes + resp.nodes6 if resp.nodes6 else resp.nodes
+        # BEP 32: a core's lookups follow the nodes of its own overlay's family.
+        nodes = resp.nodes6 if self._proto.family == 6 else resp.nodes
         new = run.lookup.on_response(
             contact, now, nodes=nodes, values=resp.values, token=resp.token, responder_id=resp.sender_id
         )

@@ -182,17 +182,34 @@ class PeerStore:
             (old_hash, old_peer), _ = self._by_age.popitem(last=False)
             self._forget(old_hash, old_peer)
 
-    def get(self, info_hash: bytes, now: float, rng: random.Random, limit: int = DEFAULT_MAX_VALUES_PER_REPLY) -> list[Address]:
+    def get(
+        self,
+        info_hash: bytes,
+        now: float,
+        rng: random.Random,
+        limit: int = DEFAULT_MAX_VALUES_PER_REPLY,
+        *,
+        family: int | None = None,
+    ) -> list[Address]:
         """Return a random sample of at most ``limit`` unexpired peers of ``info_hash``.
 
         Expired peers of this infohash are dropped on the way (lazy expiry).
+
+        Args:
+            family: 4 or 6 to return only IPv4 or only IPv6 peers (BEP 32: a
+                querier gets the peers of its own family); ``None`` for both.
         """
         peers = self._fresh(info_hash, now)
         if not peers or limit <= 0:
             return []
-        if len(peers) <= limit:
-            return list(peers)
-        return rng.sample(list(peers), limit)
+        if family is None:
+            candidates = list(peers)
+        else:
+            v6 = family == 6
+            candidates = [p for p in peers if (":" in p[0]) is v6]
+        if len(candidates) <= limit:
+            return candidates
+        return rng.sample(candidates, limit)
 
     def scrape(self, info_hash: bytes, now: float) -> tuple[list[Address], list[Address]]:
         """Return ``(seeds, others)``: every unexpired peer of ``info_hash`` (BEP 33 input)."""

@@ -23,6 +23,12 @@ events carrying that ID. Its maintenance rounds (questionable pings, idle-bucket
 refresh, re-bootstrap, the save schedule) run from ``handle_timer``. A runtime only
 moves datagrams, sleeps until ``get_timer()``, and turns events into results.
 
+BEP 32 (IPv6): one core serves one overlay, IPv4 or IPv6 (``family``), with
+its own routing table, node ID (BEP 42 per family) and external-address vote. A
+dual-stack node runs two cores made with ``sibling=``: they share one peer store
+and one token manager, and each answers a ``want`` for the other family's nodes
+from its sibling's table.
+
 Nothing raised by bad network input escapes ``receive_datagram``: it answers
 with a KRPC error or drops the datagram, and counts it in :attr:`stats`.
 Only caller mistakes raise (:class:`~mainline_dht.errors.LocalProtocolError`).
@@ -44,7 +50,7 @@ from typing import Any, Final
 
 from ..wire import bencode
 from ..wire.bencode import decode_untrusted
-from ..wire.contact import Address, Contact
+from ..wire.contact import Address, Contact, family_of
 from ..errors import DecodeError, LocalProtocolError
 from .events import (
     ErrorReceived,
@@ -62,6 +68,7 @@ from .external_ip import ExternalAddressVoter
 from ..wire.krpc import (
     COMPACT_NODE_V4,
     MAX_TID_LENGTH,
+    WANT_VALUES,
     AnnouncePeer,
     ErrorCode,
     ErrorMessage,
@@ -82,7 +89,7 @@ from ..wire.krpc import (
     query_fields_untrusted,
 )
 from .node_id import is_id_valid_for_ip, node_id_for_ip
-from .peer_store import DEFAULT_MAX_VALUES_PER_REPLY, PeerStore
+from .peer_store import DEFAULT_MAX_VALUES_PER_REPLY, PeerStore, max_values_for
 from .rate_limit import (
     DEFAULT_BAN_SECONDS,
     DEFAULT_KNOWN_SOURCE_RESERVE,
@@ -255,6 +262,15 @@ class NodeProtocol:
         config: limits and timeouts.
         rng: the source of every random choice (transaction IDs, token secrets, samples).
         now: the driver's current time (seconds).
+        family: the overlay this core serves: 4 (IPv4) or 6 (IPv6, BEP 32). Its
+            table holds contacts of this family only, and its replies carry them
+            in ``nodes`` (4) or ``nodes6`` (6).
+        sibling: the core of the other family of a dual-stack node: this core
+            shares its peer store and token manager, and each answers ``want``
+            for the other family from the other's table.
+
+    Raises:
+        LocalProtocolError: a bad node ID or family, or a sibling of the same family.
     """
 
     def __init__(
@@ -264,20 +280,36 @@ class NodeProtocol:
         config: NodeConfig | None = None,
         rng: random.Random,
         now: float = 0.0,
+        family: int = 4,
+        sibling: NodeProtocol | None = None,
     ) -> None:
         if type(node_id) is not bytes or len(node_id) != 20:
             raise LocalProtocolError("node_id must be 20 bytes")
+        if family not in (4, 6):
+            raise LocalProtocolError(f"family must be 4 or 6, not {family!r}")
+        if sibling is not None and sibling.family == family:
+            raise LocalProtocolError("a sibling core serves the other address family")
         self.node_id = node_id
+        self.family: int = family
         self.config = config = config or NodeConfig()
         self.rng = rng
         self.table = RoutingTable(node_id, k=config.k, max_per_ip=config.max_per_ip, now=now)
-        self.tokens = TokenManager(rng=rng, rotate_every=config.token_rotation, now=now)
-        store_kwargs: dict[str, int] = {}
-        if config.max_infohashes is not None:
-            store_kwargs["max_infohashes"] = config.max_infohashes
-        if config.max_peers_per_infohash is not None:
-            store_kwargs["max_peers_per_infohash"] = config.max_peers_per_infohash
-        self.peer_store = PeerStore(ttl=config.peer_ttl, **store_kwargs)
+        #: The other family's core of a dual-stack node, or ``None``.
+        self.sibling = sibling
+        self.tokens: TokenManager
+        self.peer_store: PeerStore
+        if sibling is not None:
+            sibling.sibling = self
+            self.tokens = sibling.tokens
+            self.peer_store = sibling.peer_store
+        else:
+            self.tokens = TokenManager(rng=rng, rotate_every=config.token_rotation, now=now)
+            store_kwargs: dict[str, int] = {}
+            if config.max_infohashes is not None:
+                store_kwargs["max_infohashes"] = config.max_infohashes
+            if config.max_peers_per_infohash is not None:
+                store_kwargs["max_peers_per_infohash"] = config.max_peers_per_infohash
+            self.peer_store = PeerStore(ttl=config.peer_ttl, **store_kwargs)
         self.stats = ProtocolStats()
         #: Our address as others report it (BEP 42 ``ip``), most recent votes.
         self.reported_addresses: deque[Address] = deque(maxlen=32)
@@ -302,6 +334,9 @@ class NodeProtocol:
         self._k = config.k
         self._read_only = config.read_only
         self._max_values = config.max_values_per_reply
+        # BEP 32: 18-byte IPv6 peers fit fewer to a packet.
+        self._max_values_v6 = min(config.max_values_per_reply, max_values_for(True))
+        self._v6 = family == 6
         self._reply_r_head = b"1:rd2:id20:" + node_id
         version = config.version
         self._reply_tail = (b"" if version is None else b"1:v%d:%b" % (len(version), version)) + b"1:y1:re"
@@ -635,7 +670,8 @@ class NodeProtocol:
             # Hot path: ping, find_node and get_peers, answered without building messages.
             fields = query_fields_untrusted(value)
             if fields is not None:
-                self._answer(*fields, addr, now)
+                want = value[b"a"].get(b"want")
+                self._answer(*fields, addr, now, None if want is None else _want_untrusted(want))
                 return
             msg = decode_value_untrusted(value)
         except DecodeError as exc:
@@ -659,7 +695,8 @@ class NodeProtocol:
             self.stats.unexpected_responses += 1
             return
         self.stats.responses_received += 1
-        if msg.ip is not None:
+        if msg.ip is not None and family_of(msg.ip[0]) == self.family:
+            # BEP 42 per family: only an address of this overlay's family votes.
             self.reported_addresses.append(msg.ip)
             external = self.address_votes.vote(addr[0], msg.ip[0])
             if external is not None:
@@ -668,7 +705,7 @@ class NodeProtocol:
             self._learn(Contact(msg.sender_id, addr), now, responded=True, rtt=now - pending.sent_at)
             # Nodes a reply tells us about are unverified: ping those that would fit.
             table = self.table
-            for contact in msg.nodes:
+            for contact in msg.nodes6 if self._v6 else msg.nodes:
                 if contact.id not in table:
                     self._learn(contact, now, responded=False)
         if pending.internal:
@@ -725,6 +762,8 @@ class NodeProtocol:
     ) -> None:
         if contact.addr in self.router_addresses:
             return  # BEP 5: bootstrap routers never enter the routing table
+        if (":" in contact.addr[0]) is not self._v6:
+            return  # BEP 32: the other family's overlay has its own table
         result = self.table.heard_from(contact, now, responded=responded, read_only=read_only, rtt=rtt)
         if result.outcome is Outcome.VERIFY:
             self._ping(contact, now)
@@ -783,15 +822,18 @@ class NodeProtocol:
     def _handle_query(self, msg: QueryMessage, addr: Address, now: float) -> None:
         # ping, find_node and get_peers normally take the hot path in receive_datagram.
         query = msg.query
+        want = msg.want or None
         if isinstance(query, Ping):
             self._answer(QUERY_PING, query.method, msg.tid, msg.sender_id, None, msg.read_only, addr, now)
             return
         if isinstance(query, FindNode):
-            self._answer(QUERY_FIND_NODE, query.method, msg.tid, msg.sender_id, query.target, msg.read_only, addr, now)
+            self._answer(
+                QUERY_FIND_NODE, query.method, msg.tid, msg.sender_id, query.target, msg.read_only, addr, now, want
+            )
             return
         if isinstance(query, GetPeers):
             self._answer(
-                QUERY_GET_PEERS, query.method, msg.tid, msg.sender_id, query.info_hash, msg.read_only, addr, now
+                QUERY_GET_PEERS, query.method, msg.tid, msg.sender_id, query.info_hash, msg.read_only, addr, now, want
             )
             return
         stats = self.stats
@@ -803,17 +845,16 @@ class NodeProtocol:
             return  # BEP 43: read-only nodes answer nothing; nor do we answer an IP over its budget
         if msg.sender_id != self.node_id:
             self._learn_querier(msg.sender_id, addr, now, msg.read_only)
-        k = self._k
         if isinstance(query, AnnouncePeer):
             self._answer_announce(msg, query, addr, now)
         elif isinstance(query, SampleInfohashes):
-            r: dict[bytes, object] = {b"nodes": self._packed_nodes(query.target, k)}
+            r: dict[bytes, object] = self._nodes_dict(query.target, want, addr)
             r[b"samples"] = b"".join(self.peer_store.sample_infohashes(self.rng, self.config.max_samples))
             r[b"num"] = self.peer_store.num_infohashes
             r[b"interval"] = self.config.sample_interval
             self._reply(msg.tid, addr, r)
         elif query.target is not None:
-            self._reply(msg.tid, addr, {b"nodes": self._packed_nodes(query.target, k)})
+            self._reply(msg.tid, addr, self._nodes_dict(query.target, want, addr))
         else:
             self._send_error(msg.tid, ErrorCode.METHOD_UNKNOWN, "method unknown", addr)
 
@@ -827,13 +868,18 @@ class NodeProtocol:
         read_only: bool,
         addr: Address,
         now: float,
+        want: frozenset[bytes] | None = None,
     ) -> None:
         """Answer ``ping`` (``target`` None), ``find_node`` or ``get_peers`` (BEP 5).
 
         The reply is bencoded by hand, byte for byte what :func:`bencode.encode`
         makes of the same dictionary (canonical: keys sorted): the top level
-        ``ip``, ``r``, ``t``, ``v``, ``y``; in ``r``: ``id``, ``nodes``, ``token``,
-        ``values``.
+        ``ip``, ``r``, ``t``, ``v``, ``y``; in ``r``: ``id``, ``nodes``,
+        ``nodes6``, ``token``, ``values``.
+
+        BEP 32: ``want`` (``n4``, ``n6``) names the families of nodes to send;
+        without it the querier's own family. ``values`` hold peers of the
+        querier's family, and of the other family too when ``want`` asks for it.
         """
         stats = self.stats
         stats.queries_received += 1
@@ -849,9 +895,16 @@ class NodeProtocol:
         if target is None:
             data = b"".join((_ip_head(addr), self._reply_r_head, tid_field, tid, self._reply_tail))
         else:
-            nodes = self._packed_nodes(target, self._k)
-            n = len(nodes)
-            nodes_field = _NODES_FIELDS[n] if n < len(_NODES_FIELDS) else b"5:nodes%d:" % n
+            querier_v6 = ":" in addr[0]
+            if want is None and querier_v6 is self._v6:
+                nodes = self._packed_nodes(target, self._k)
+                n = len(nodes)
+                if self._v6:
+                    nodes_field = b"6:nodes6%d:" % n
+                else:
+                    nodes_field = _NODES_FIELDS[n] if n < len(_NODES_FIELDS) else b"5:nodes%d:" % n
+            else:
+                nodes_field, nodes = b"", self._nodes_fields(target, want, querier_v6)
             if kind != QUERY_GET_PEERS:
                 data = b"".join(
                     (_ip_head(addr), self._reply_r_head, nodes_field, nodes, tid_field, tid, self._reply_tail)
@@ -865,7 +918,15 @@ class NodeProtocol:
                 if token_field is None:
                     token_field = self._token_field(ip, now)
                 parts = [_ip_head(addr), self._reply_r_head, nodes_field, nodes, token_field]
-                peers = self.peer_store.get(target, now, self.rng, self._max_values)
+                store = self.peer_store
+                if want is None or want == (_WANT_N6 if querier_v6 else _WANT_N4):
+                    peers = store.get(
+                        target, now, self.rng, self._max_values_v6 if querier_v6 else self._max_values,
+                        family=6 if querier_v6 else 4,
+                    )
+                else:  # BEP 32: want names the other family too; share one packet's room
+                    peers = store.get(target, now, self.rng, self._max_values // 2, family=4)
+                    peers += store.get(target, now, self.rng, self._max_values_v6 // 2, family=6)
                 if peers:
                     parts.append(b"6:valuesl")
                     get = _bencoded_peers.get
@@ -918,12 +979,57 @@ class NodeProtocol:
             memo[key] = now
         self._learn(Contact(sender_id, addr), now, responded=False, read_only=read_only)
 
-    def _packed_nodes(self, target: bytes, count: int) -> bytes:
-        """Compact node info (BEP 5) of the ``count`` IPv4 contacts closest to ``target``."""
+    def _packed_nodes(self, target: bytes, count: int, table: RoutingTable | None = None) -> bytes:
+        """Compact node info (BEP 5, BEP 32) of the ``count`` contacts of ``table``
+        (default: ours) closest to ``target``: 26 bytes each in an IPv4 table, 38 in an IPv6 one."""
         get = _compact_nodes.get
         return b"".join(
-            [p if (p := get(c)) is not None else _compact_node(c) for c in self.table.closest(target, count)]
+            [
+                p if (p := get(c)) is not None else _compact_node(c)
+                for c in (table or self.table).closest(target, count)
+            ]
         )
+
+    def _families_wanted(self, want: frozenset[bytes] | None, querier_v6: bool) -> tuple[RoutingTable | None, RoutingTable | None]:
+        """The (IPv4, IPv6) tables whose nodes answer ``want`` (BEP 32); ``None`` for a family not sent.
+
+        Without ``want``, the querier's family. A family we have no table for is
+        left out; when that leaves nothing, our own family answers.
+        """
+        if want is None:
+            want = _WANT_N6 if querier_v6 else _WANT_N4
+        sibling = self.sibling
+        by_family = {self.family: self.table}
+        if sibling is not None:
+            by_family[sibling.family] = sibling.table
+        v4 = by_family.get(4) if b"n4" in want else None
+        v6 = by_family.get(6) if b"n6" in want else None
+        if v4 is None and v6 is None:
+            return (None, self.table) if self._v6 else (self.table, None)
+        return v4, v6
+
+    def _nodes_fields(self, target: bytes, want: frozenset[bytes] | None, querier_v6: bool) -> bytes:
+        """The bencoded ``nodes`` and/or ``nodes6`` fields of a reply (keys in canonical order)."""
+        v4, v6 = self._families_wanted(want, querier_v6)
+        k = self._k
+        out = b""
+        if v4 is not None:
+            packed = self._packed_nodes(target, k, v4)
+            out += b"5:nodes%d:%b" % (len(packed), packed)
+        if v6 is not None:
+            packed = self._packed_nodes(target, k, v6)
+            out += b"6:nodes6%d:%b" % (len(packed), packed)
+        return out
+
+    def _nodes_dict(self, target: bytes, want: frozenset[bytes] | None, addr: Address) -> dict[bytes, object]:
+        """``nodes`` and/or ``nodes6`` for a reply to ``addr`` built as a dictionary (see :meth:`_families_wanted`)."""
+        v4, v6 = self._families_wanted(want, ":" in addr[0])
+        r: dict[bytes, object] = {}
+        if v4 is not None:
+            r[b"nodes"] = self._packed_nodes(target, self._k, v4)
+        if v6 is not None:
+            r[b"nodes6"] = self._packed_nodes(target, self._k, v6)
+        return r
 
     def _answer_announce(self, msg: QueryMessage, query: AnnouncePeer, addr: Address, now: float) -> None:
         if not self.tokens.is_valid(query.token, addr[0], now):
@@ -955,6 +1061,18 @@ class NodeProtocol:
 
 
 _PING: Final = Ping()
+_WANT_N4: Final = frozenset({b"n4"})
+_WANT_N6: Final = frozenset({b"n6"})
+
+
+def _want_untrusted(want: object) -> frozenset[bytes] | None:
+    """BEP 32 ``want`` as the families it names; ``None`` when it names none we know."""
+    if type(want) is not list:
+        return None
+    known = frozenset(w for w in want if type(w) is bytes and w in WANT_VALUES)
+    return known or None
+
+
 #: Tokens added to every refill of the ping budget to absorb float rounding (see
 #: ``_refill_pings``); 1e-6 covers clock values up to ~1e8 s at 50 pings/s.
 _PING_TOKEN_SLACK: Final = 1e-6
@@ -965,7 +1083,7 @@ _PING_TOKEN_SLACK: Final = 1e-6
 # entries, a few hundred bytes each with the key it keeps alive: ~5 MB at most apiece.
 _COMPACT_CACHE_MAX: Final = 16384
 _compact_cache: dict[Address, bytes] = {}
-# Contact -> its 26-byte compact node info (b"" for IPv6 contacts, which go in nodes6).
+# Contact -> its compact node info: 26 bytes (IPv4, for nodes) or 38 (IPv6, for nodes6).
 _compact_nodes: dict[Contact, bytes] = {}
 # Address -> the start of a reply to it: b"d2:ip6:" and its compact form (BEP 42).
 _ip_heads: dict[Address, bytes] = {}
@@ -1008,7 +1126,7 @@ def _bencoded_peer(addr: Address) -> bytes:
 
 
 def _compact_node(contact: Contact) -> bytes:
-    packed = b"" if ":" in contact.addr[0] else contact.id + _compact_peer(contact.addr)
+    packed = contact.id + _compact_peer(contact.addr)
     if len(_compact_nodes) >= _COMPACT_CACHE_MAX:
         _compact_nodes.clear()
     _compact_nodes[contact] = packed

@@ -21,6 +21,11 @@ class Contact(NamedTuple):
     addr: Address
 
 
+def family_of(ip: str) -> int:
+    """Return the address family of IP text: 6 for IPv6, 4 otherwise (BEP 32 overlays)."""
+    return 6 if ":" in ip else 4
+
+
 def distance(a: bytes, b: bytes) -> int:
     """Return the XOR distance of two 20-byte IDs as an unsigned integer (BEP 5)."""
     return int.from_bytes(a, "big") ^ int.from_bytes(b, "big")

@@ -40,6 +40,7 @@ __all__ = [
     "decode_message_untrusted",
     "decode_value_untrusted",
     "query_fields_untrusted",
+    "WANT_VALUES",
     "QUERY_PING",
     "QUERY_FIND_NODE",
     "QUERY_GET_PEERS",
@@ -162,7 +163,8 @@ class UnknownQuery:
 
 Query = Union[Ping, FindNode, GetPeers, AnnouncePeer, SampleInfohashes, UnknownQuery]
 
-_WANT_VALUES: Final = frozenset({b"n4", b"n6"})
+#: BEP 32 ``want`` entries: IPv4 nodes, IPv6 nodes.
+WANT_VALUES: Final = frozenset({b"n4", b"n6"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,7 +571,7 @@ def _decode_query(value: dict[bytes, Any], tid: bytes, version: bytes | None) ->
     want = args.get(b"want")
     want_set: frozenset[bytes] | None = None
     if type(want) is list:
-        want_set = frozenset(w for w in want if type(w) is bytes and w in _WANT_VALUES)
+        want_set = frozenset(w for w in want if type(w) is bytes and w in WANT_VALUES)
     ro = value.get(b"ro")
     return QueryMessage(tid, sender, query, type(ro) is int and ro == 1, want_set, version)
 
