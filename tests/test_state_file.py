@@ -13,7 +13,7 @@ from mainline_dht.runtime import state_file
 from mainline_dht.wire.contact import Contact
 from mainline_dht.errors import StateFileError
 from mainline_dht.core.routing_table import RoutingTable
-from mainline_dht.runtime.state_file import load_contacts, pack_contact, save_table, unpack_contact
+from mainline_dht.runtime.state_file import load_contacts, load_state, pack_contact, save_table, unpack_contact
 
 
 def clock() -> float:
@@ -138,3 +138,42 @@ def test_valid_hand_written_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "t.dat"
     path.write_bytes(bencode.encode({b"version": 1, b"id": GOOD_ID, b"nodes": [GOOD_NODE], b"saved": 1}))
     assert load_contacts(path) == (GOOD_ID, [Contact(b"\x09" * 20, ("1.2.3.4", 6881))])
+
+
+def test_both_overlays_tables_round_trip(tmp_path: Path) -> None:
+    """BEP 32: a dual-stack node saves one table and one ID per family."""
+    rng = random.Random(7)
+    table4 = RoutingTable(rng.randbytes(20))
+    table6 = RoutingTable(rng.randbytes(20))
+    for i in range(6):
+        table4.heard_from(Contact(rng.randbytes(20), (f"203.0.113.{i + 1}", 1000 + i)), 0.0, responded=True)
+        table6.heard_from(Contact(rng.randbytes(20), (f"2001:db8::{i + 1:x}", 2000 + i)), 0.0, responded=True)
+    path = tmp_path / "dual.dat"
+    assert save_table(table4, path, table6=table6, wall_clock=clock) == 12
+    doc = bencode.decode_trusted(path.read_bytes())
+    assert set(doc) == {b"version", b"id", b"nodes", b"saved", b"id6", b"nodes6"}
+    state = load_state(path)
+    assert state.ids == {4: table4.own_id, 6: table6.own_id}
+    assert state.contacts[4] == table4.to_state()["nodes"]
+    assert state.contacts[6] == table6.to_state()["nodes"]
+    # An IPv6-only node: its ID stands in 'id' too, so older readers still find one.
+    save_table(None, path, table6=table6, wall_clock=clock)
+    state = load_state(path)
+    assert state.ids[6] == table6.own_id and state.contacts[4] == []
+    with pytest.raises(ValueError):
+        save_table(None, path, wall_clock=clock)
+
+
+def test_an_older_single_table_file_loads_into_both_families(tmp_path: Path) -> None:
+    """Migration: a file written before the IPv6 overlay existed (one ID, mixed 'nodes')."""
+    old_id = b"\x07" * 20
+    v4 = Contact(b"\x01" * 20, ("203.0.113.1", 6881))
+    v6 = Contact(b"\x02" * 20, ("2001:db8::2", 6882))
+    path = tmp_path / "old.dat"
+    path.write_bytes(
+        bencode.encode({b"version": 1, b"id": old_id, b"nodes": [pack_contact(v4), pack_contact(v6)], b"saved": 1})
+    )
+    state = load_state(path)
+    assert state.ids == {4: old_id, 6: old_id}
+    assert state.contacts == {4: [v4], 6: [v6]}
+    assert load_contacts(path) == (old_id, [v4, v6])

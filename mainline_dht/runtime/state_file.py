@@ -8,7 +8,15 @@ Format (bencoded dict, written with :func:`mainline_dht.wire.bencode.encode_trus
     {b"version": 1,
      b"id":      <our 20-byte node ID>,
      b"nodes":   [<26-byte IPv4 or 38-byte IPv6 compact node info>, ...],
-     b"saved":   <wall-clock time of the save, integer seconds since the epoch>}
+     b"saved":   <wall-clock time of the save, integer seconds since the epoch>,
+     b"id6":     <our 20-byte node ID in the IPv6 overlay>,          (optional)
+     b"nodes6":  [<38-byte IPv6 compact node info>, ...]}             (optional)
+
+A dual-stack node (BEP 32) keeps one table and one ID per family: the IPv4 ones
+in ``id``/``nodes``, the IPv6 ones in ``id6``/``nodes6``. The two optional keys
+came later; a file without them (an older one) still loads: its ``id`` then
+serves both families and its IPv6 contacts, if any, sit in ``nodes``. An older
+program ignores the keys it does not know, so it reads a newer file's IPv4 half.
 
 Compact node info is the BEP 5 / BEP 32 layout: node ID, then the IP address and
 port in network byte order.
@@ -27,10 +35,10 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from ..wire.bencode import decode_trusted, encode_trusted_file
-from ..wire.contact import ID_LENGTH, Contact
+from ..wire.contact import ID_LENGTH, Contact, family_of
 from ..errors import DecodeError, StateFileError
 from ..core.protocol import NodeProtocol
 from ..core.routing_table import RoutingTable
@@ -38,12 +46,14 @@ from ..core.routing_table import RoutingTable
 __all__ = [
     "FORMAT_VERSION",
     "MAX_STATE_FILE",
+    "SavedState",
     "pack_contact",
     "unpack_contact",
     "save_table",
     "load_contacts",
     "load_node_state",
     "save_node_state",
+    "load_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,27 +97,21 @@ def unpack_contact(data: bytes) -> Contact:
     return Contact(bytes(data[:ID_LENGTH]), (ip, int.from_bytes(data[-2:], "big")))
 
 
-def save_table(table: RoutingTable, path: str | os.PathLike[str], *, wall_clock: Callable[[], float] = time.time) -> int:
-    """Write ``table``'s ID and contacts to ``path`` atomically.
+class SavedState(NamedTuple):
+    """What a state file holds, per address family (4, 6).
 
-    The file is written under a temporary name in the same directory, flushed
-    and fsynced, then renamed over ``path`` (``os.replace``), so a crash leaves
-    either the old file or the new one, never a torn one. The directory is
-    created if missing.
-
-    Args:
-        table: the routing table (its live non-bad entries, then replacements
-            that answered us, are saved).
-        path: the state file.
-        wall_clock: seconds since the epoch, recorded as ``saved`` (injectable
-            for tests; never the trio clock).
-
-    Returns:
-        How many contacts were written.
-
-    Raises:
-        OSError: the file could not be written (the old file, if any, is intact).
+    Attributes:
+        ids: the node ID of each overlay. An older file's one ID serves both.
+        contacts: each overlay's contacts, best first.
+        in_order: every contact, in the file's order.
     """
+
+    ids: dict[int, bytes]
+    contacts: dict[int, list[Contact]]
+    in_order: list[Contact]
+
+
+def _packed_contacts(table: RoutingTable) -> list[bytes]:
     state = table.to_state()
     nodes: list[bytes] = []
     seen: set[bytes] = set()
@@ -119,26 +123,85 @@ def save_table(table: RoutingTable, path: str | os.PathLike[str], *, wall_clock:
         except ValueError:
             continue  # not an IP literal; cannot be stored compactly
         seen.add(contact.id)
-    data = encode_trusted_file(
-        {b"version": FORMAT_VERSION, b"id": table.own_id, b"nodes": nodes, b"saved": int(wall_clock())}
-    )
-    _write_atomically(Path(path), data)
-    log.debug("saved %d contacts to %s", len(nodes), path)
-    return len(nodes)
+    return nodes
+
+
+def save_table(
+    table: RoutingTable | None,
+    path: str | os.PathLike[str],
+    *,
+    table6: RoutingTable | None = None,
+    wall_clock: Callable[[], float] = time.time,
+) -> int:
+    """Write ``table``'s ID and contacts (and ``table6``'s) to ``path`` atomically.
+
+    The file is written under a temporary name in the same directory, flushed
+    and fsynced, then renamed over ``path`` (``os.replace``), so a crash leaves
+    either the old file or the new one, never a torn one. The directory is
+    created if missing.
+
+    Args:
+        table: the (IPv4) routing table (its live non-bad entries, then
+            replacements that answered us, are saved); ``None`` for an
+            IPv6-only node.
+        path: the state file.
+        table6: the IPv6 overlay's table of a dual-stack or IPv6-only node (BEP 32).
+        wall_clock: seconds since the epoch, recorded as ``saved`` (injectable
+            for tests; never the trio clock).
+
+    Returns:
+        How many contacts were written.
+
+    Raises:
+        OSError: the file could not be written (the old file, if any, is intact).
+        ValueError: neither table is given.
+    """
+    if table is None and table6 is None:
+        raise ValueError("no routing table to save")
+    nodes = [] if table is None else _packed_contacts(table)
+    doc: dict[bytes, Any] = {b"version": FORMAT_VERSION, b"nodes": nodes, b"saved": int(wall_clock())}
+    count = len(nodes)
+    if table6 is not None:
+        nodes6 = _packed_contacts(table6)
+        doc[b"id6"] = table6.own_id
+        doc[b"nodes6"] = nodes6
+        count += len(nodes6)
+    doc[b"id"] = (table or table6).own_id  # type: ignore[union-attr]
+    _write_atomically(Path(path), encode_trusted_file(doc))
+    log.debug("saved %d contacts to %s", count, path)
+    return count
 
 
 def load_contacts(path: str | os.PathLike[str]) -> tuple[bytes, list[Contact]]:
     """Read a state file written by :func:`save_table`.
 
     Returns:
-        ``(own_id, contacts)``: the saved node ID and contacts, best first.
+        ``(own_id, contacts)``: the saved (IPv4) node ID and every contact of
+        both families, best first (see :func:`load_state` for them apart).
+
+    Raises:
+        OSError, StateFileError: as :func:`load_state`.
+    """
+    p = Path(path)
+    doc = _read(p)
+    return doc.ids[4], doc.in_order
+
+
+def load_state(path: str | os.PathLike[str]) -> SavedState:
+    """Read a state file written by :func:`save_table`, or by an older version of it.
+
+    Returns:
+        Each family's node ID and contacts.
 
     Raises:
         OSError: the file cannot be read (``FileNotFoundError`` if it is missing).
         StateFileError: the file is empty, corrupt, too big, of another version,
             or not a routing-table file at all.
     """
-    p = Path(path)
+    return _read(Path(path))
+
+
+def _read(p: Path) -> SavedState:
     with p.open("rb") as f:
         data = f.read(MAX_STATE_FILE + 1)
     if len(data) > MAX_STATE_FILE:
@@ -159,20 +222,26 @@ def load_contacts(path: str | os.PathLike[str]) -> tuple[bytes, list[Contact]]:
         raise StateFileError(f"{p} has no valid 20-byte node ID")
     if not isinstance(doc.get(b"saved"), int):
         raise StateFileError(f"{p} has no valid save time")
-    nodes = doc[b"nodes"]
-    if not isinstance(nodes, list):
-        raise StateFileError(f"{p}: 'nodes' is not a list")
-    contacts: list[Contact] = []
-    for i, item in enumerate(nodes):
-        if not isinstance(item, bytes):
-            raise StateFileError(f"{p}: node {i} is not a byte string")
-        try:
-            contact = unpack_contact(item)
-        except ValueError as exc:
-            raise StateFileError(f"{p}: node {i}: {exc}") from None
-        if contact.addr[1] != 0:
-            contacts.append(contact)
-    return bytes(own_id), contacts
+    id6 = doc.get(b"id6", own_id)
+    if not isinstance(id6, bytes) or len(id6) != ID_LENGTH:
+        raise StateFileError(f"{p} has no valid 20-byte IPv6 node ID")
+    contacts: dict[int, list[Contact]] = {4: [], 6: []}
+    in_order: list[Contact] = []
+    for key in (b"nodes", b"nodes6"):
+        nodes = doc.get(key, [])
+        if not isinstance(nodes, list):
+            raise StateFileError(f"{p}: {key.decode()!r} is not a list")
+        for i, item in enumerate(nodes):
+            if not isinstance(item, bytes):
+                raise StateFileError(f"{p}: node {i} is not a byte string")
+            try:
+                contact = unpack_contact(item)
+            except ValueError as exc:
+                raise StateFileError(f"{p}: node {i}: {exc}") from None
+            if contact.addr[1] != 0:
+                contacts[family_of(contact.addr[0])].append(contact)
+                in_order.append(contact)
+    return SavedState({4: bytes(own_id), 6: bytes(id6)}, contacts, in_order)
 
 
 def load_node_state(path: Path | None) -> tuple[bytes | None, list[Contact]]:
