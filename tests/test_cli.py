@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import pytest
 import trio
@@ -302,9 +302,9 @@ def test_peers_nothing_answers(capsys: pytest.CaptureFixture[str], monkeypatch: 
     resolved: list[Address] = []
     real = node_module.resolve_address
 
-    async def recording(addr: Address) -> Address:
+    async def recording(addr: Address, **kw: Any) -> Address:
         resolved.append(addr)
-        return await real(addr)
+        return await real(addr, **kw)
 
     monkeypatch.setattr(node_module, "resolve_address", recording)
     code, out, err = _run(capsys, "peers", INFO_HASH.hex(), "--bootstrap", DEAD, "--timeout", "1", "--json")
@@ -328,17 +328,18 @@ def test_default_bootstrap_routers() -> None:
 
 def test_peers_offline_with_default_routers(capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    asked: list[Address] = []
+    asked: list[tuple[Address, object]] = []
 
-    async def no_dns(addr: Address) -> Address:
-        asked.append(addr)
+    async def no_dns(addr: Address, *, family: object = None) -> Address:
+        asked.append((addr, family))
         raise OSError(-3, "Temporary failure in name resolution")
 
     monkeypatch.setattr(node_module, "resolve_address", no_dns)
     code, out, err = _run(capsys, "peers", INFO_HASH.hex())
     assert code == cli.EXIT_ERROR
     assert out == ""
-    assert sorted(asked) == sorted(DEFAULT_BOOTSTRAP)
+    # BEP 32: each default router is asked for its A and its AAAA record.
+    assert sorted(asked) == sorted((a, f) for a in DEFAULT_BOOTSTRAP for f in (4, 6))
     assert "cannot resolve any bootstrap node" in err and "Temporary failure in name resolution" in err
     for host, _ in DEFAULT_BOOTSTRAP:
         assert host in err
@@ -392,7 +393,7 @@ def test_ping_timeout(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_ping_unresolvable(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    async def no_dns(addr: Address) -> Address:
+    async def no_dns(addr: Address, **_: object) -> Address:
         raise OSError(-2, "Name or service not known")
 
     monkeypatch.setattr(node_module, "resolve_address", no_dns)

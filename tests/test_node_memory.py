@@ -340,7 +340,7 @@ async def test_bootstrap_error_names_what_was_tried(autojump_clock: trio.testing
 async def test_bootstrap_error_says_when_no_router_resolved(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def offline(addr: tuple[str, int]) -> tuple[str, int]:
+    async def offline(addr: tuple[str, int], **_: object) -> tuple[str, int]:
         raise OSError(-2, "Name or service not known")
 
     monkeypatch.setattr(node_module, "resolve_address", offline)

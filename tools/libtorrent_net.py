@@ -917,6 +917,7 @@ def start_swarm(
     warm_up: bool = True,
     warm_up_lookups: int = DEFAULT_WARM_UP_LOOKUPS,
     ipv6_port: int | None = None,
+    ipv6_only: bool = False,
     log_packets: bool = False,
     settings: dict[str, Any] | None = None,
     setup_timeout: float = DEFAULT_SETUP_TIMEOUT,
@@ -949,6 +950,10 @@ def start_swarm(
         warm_up_lookups: lookups per node when warming up.
         ipv6_port: if set, node i also runs an IPv6 DHT node on ``[::1]:ipv6_port + i``
             (all on ``[::1]``, so the ports must differ; 0 picks free ports).
+        ipv6_only: run an IPv6-only DHT instead: node i listens on
+            ``[::1]:port + i`` alone (``port`` 0 picks free ports), and
+            ``addresses`` are those. Without an IPv4 socket libtorrent answers
+            with ``nodes6`` only, whatever ``want`` says (BEP 32).
         log_packets: record raw datagrams (see :meth:`LibtorrentSwarm.packets`).
         settings: extra libtorrent settings, applied last.
         setup_timeout: seconds to wait for the sockets.
@@ -960,9 +965,13 @@ def start_swarm(
     if n < 1:
         raise ValueError("a swarm needs at least one node")
     lt = import_libtorrent()
-    ips = _loopback_addresses(first_ip, n)
-    addresses: list[Address] = [(ip, port) for ip in ips]
     addresses6: list[Address] | None = None
+    if ipv6_only:
+        if ipv6_port is not None:
+            raise ValueError("ipv6_only takes its ports from port")
+        addresses: list[Address] = [("::1", port + k if port else 0) for k in range(n)]
+    else:
+        addresses = [(ip, port) for ip in _loopback_addresses(first_ip, n)]
     if ipv6_port is not None:
         addresses6 = [("::1", ipv6_port + k if ipv6_port else 0) for k in range(n)]
     t0 = time.monotonic()

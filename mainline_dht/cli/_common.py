@@ -242,16 +242,19 @@ async def open_cli_node(bind: Address, **options: Any) -> AsyncIterator[DHTNode]
 async def resolve_all(addrs: Sequence[Address]) -> tuple[list[tuple[Address, Address]], list[str]]:
     """Resolve host names concurrently, within the bootstrap timeout.
 
+    A name gives one pair per family it resolves in: its A and its AAAA record
+    (BEP 32: the node's IPv4 and IPv6 overlays each join through their own).
+
     Returns:
         ``(given, resolved)`` pairs for the names that resolved, and a
         ``"host: reason"`` line for each that did not.
     """
-    results: dict[int, Address] = {}
+    results: dict[int, list[Address]] = {}
     failures: dict[int, str] = {}
 
     async def one(i: int, addr: Address) -> None:
         try:
-            results[i] = await _node.resolve_address(addr)
+            results[i] = await _node.resolve_addresses(addr)
         except OSError as exc:
             failures[i] = f"{addr[0]}: {exc.strerror or exc}"
 
@@ -262,7 +265,8 @@ async def resolve_all(addrs: Sequence[Address]) -> tuple[list[tuple[Address, Add
     for i, addr in enumerate(addrs):
         if i not in results and i not in failures:
             failures[i] = f"{addr[0]}: no answer from DNS within {DEFAULT_BOOTSTRAP_TIMEOUT:g} s"
-    return [(addrs[i], results[i]) for i in sorted(results)], [failures[i] for i in sorted(failures)]
+    pairs = [(addrs[i], r) for i in sorted(results) for r in results[i]]
+    return pairs, [failures[i] for i in sorted(failures)]
 
 
 def unresolved_message(failures: list[str]) -> str:

@@ -986,7 +986,7 @@ class NodeProtocol:
         return b"".join(
             [
                 p if (p := get(c)) is not None else _compact_node(c)
-                for c in (table or self.table).closest(target, count)
+                for c in (self.table if table is None else table).closest(target, count)
             ]
         )
 

@@ -17,6 +17,14 @@ Usage::
             async for ip, port in peers:
                 ...
 
+A dual-stack node (BEP 32) is two overlays, one per address family: each is a
+``DHTNode`` with its own transport, core, table and tasks; the cores share one
+peer store and one token manager. The node ``open_node`` yields is the first
+overlay (IPv4 when it has one); it holds the other as its twin and speaks for
+both: ``get_peers`` runs in both overlays at once and merges the peers,
+``announce`` and ``bootstrap`` go to both, ``query`` and ``ping`` go out through
+the overlay of the address's family, and the state file holds both tables.
+
 All state lives in the core; this module never awaits between reading core
 state and acting on it, so it needs no locks.
 """
@@ -66,11 +74,11 @@ from ..core.node_id import random_node_id
 from ..core.protocol import NodeConfig, NodeProtocol
 from ..core.routing_table import RoutingTable
 from ..errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
-from ..wire.contact import Address, Contact
+from ..wire.contact import Address, Contact, family_of
 from ..wire.krpc import FindNode, GetPeers, Ping, Query, ResponseMessage, SampleInfohashes
 from .common import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ErrorLog, NodeStats, bootstrap_error, default_state_path
 from .common import is_ip_literal, node_stats, parse_address
-from .state_file import load_node_state, save_node_state
+from .state_file import load_saved_state, save_node_state
 from .transport import DatagramTransport, open_udp_transport
 
 __all__ = [
@@ -80,6 +88,7 @@ __all__ = [
     "open_node",
     "serve_node",
     "resolve_address",
+    "resolve_addresses",
     "parse_address",
     "default_state_path",
     "DEFAULT_BOOTSTRAP",
@@ -123,23 +132,56 @@ class PeerStream:
 
     ``async for ip, port in stream`` yields each new peer once, then ends when
     the lookup ends. :attr:`stats` holds the lookup's figures (live while it
-    runs, final afterwards).
+    runs, final afterwards). On a dual-stack node one lookup runs in each
+    overlay (BEP 32): the stream yields the peers of both as they arrive, each
+    once, and ends when both have ended.
     """
 
-    def __init__(self, lookup: Lookup, receive: trio.MemoryReceiveChannel[Address]) -> None:
+    def __init__(
+        self,
+        lookup: Lookup,
+        receive: trio.MemoryReceiveChannel[Address],
+        *,
+        lookups: dict[int, Lookup] | None = None,
+    ) -> None:
         self.lookup = lookup
+        #: The lookup of each address family (4, 6) this stream merges.
+        self.lookups: dict[int, Lookup] = lookups if lookups is not None else {4: lookup}
         self._receive = receive
         self._found_at: dict[Address, float] = {}
 
     @property
     def stats(self) -> LookupStats:
-        """The lookup's statistics."""
-        return self.lookup.stats
+        """The lookup's statistics; on a dual-stack node, both overlays' summed
+        (started at the earlier start, finished when both have finished)."""
+        if len(self.lookups) == 1:
+            return self.lookup.stats
+        parts = [lk.stats for lk in self.lookups.values()]
+        firsts = [p.first_peer_at for p in parts if p.first_peer_at is not None]
+        finished = [p.finished_at for p in parts]
+        return LookupStats(
+            queries=sum(p.queries for p in parts),
+            replies=sum(p.replies for p in parts),
+            timeouts=sum(p.timeouts for p in parts),
+            errors=sum(p.errors for p in parts),
+            soft_timeouts=sum(p.soft_timeouts for p in parts),
+            started_at=min(p.started_at for p in parts),
+            first_peer_at=min(firsts) if firsts else None,
+            finished_at=None if None in finished else max(f for f in finished if f is not None),
+            peers=len(self._found_at),
+        )
+
+    @property
+    def stats_by_family(self) -> dict[int, LookupStats]:
+        """Each overlay's own lookup statistics, by address family (4, 6)."""
+        return {family: lk.stats for family, lk in self.lookups.items()}
 
     @property
     def peers(self) -> list[Address]:
         """Every peer found so far, in arrival order."""
-        return list(self.lookup.peers)
+        if len(self.lookups) == 1:
+            return list(self.lookup.peers)
+        return list(self._found_at)
 
     def found_at(self, peer: Address) -> float:
         """When the lookup received ``peer`` (``trio.current_time()`` clock).
@@ -191,6 +233,12 @@ class DHTNode:
         self._routers_resolved = False
         self._resolving: trio.Event | None = None
         self.joined = trio.Event()
+        #: The address family (4 or 6) of this overlay (BEP 32).
+        self.family: int = proto.family
+        # A dual-stack node: the first overlay holds the other as its twin; the
+        # twin points back at it as its primary.
+        self._twin: DHTNode | None = None
+        self._primary: DHTNode | None = None
         self._internal_errors = ErrorLog("internal error handling a datagram", log)
         self._callback_errors = ErrorLog("a peer-announced callback raised", log)
         self._nursery: trio.Nursery | None = None
@@ -216,6 +264,32 @@ class DHTNode:
     def table(self) -> RoutingTable:
         """The routing table (read it; do not change it)."""
         return self.proto.table
+
+    @property
+    def overlays(self) -> tuple[DHTNode, ...]:
+        """This node's overlay of each address family (BEP 32), this one first."""
+        return (self,) if self._twin is None else (self, self._twin)
+
+    def overlay(self, family: int) -> DHTNode | None:
+        """The overlay of ``family`` (4 or 6), or ``None`` if this node has no socket of it."""
+        for o in self.overlays:
+            if o.family == family:
+                return o
+        return None
+
+    def _overlay_for(self, addr: Address) -> DHTNode:
+        """The overlay that can reach ``addr``.
+
+        Raises:
+            LocalProtocolError: this node has no socket of that address family.
+        """
+        family = family_of(addr[0])
+        if family == self.family:
+            return self
+        twin = self._twin
+        if twin is not None and twin.family == family:
+            return twin
+        raise LocalProtocolError(f"cannot reach {addr[0]}: this node has no IPv{family} socket (see --bind)")
 
     @property
     def stats(self) -> NodeStats:
@@ -362,6 +436,11 @@ class DHTNode:
             KRPCError: the remote answered with an error.
             LocalProtocolError: too many queries in flight, or a bad address.
         """
+        overlay = self._overlay_for(addr)
+        if overlay is not self:
+            return await overlay.query(
+                addr, query, node_id=node_id, timeout=timeout, learn=learn, abandon_on_cancel=abandon_on_cancel
+            )
         key = self.proto.send_query(
             query, addr, trio.current_time(), node_id=node_id, timeout=timeout, learn=learn
         )
@@ -409,7 +488,7 @@ class DHTNode:
 
         async def one(i: int, addr: Address) -> None:
             try:
-                resolved[i] = await resolve_address(addr)
+                resolved[i] = await resolve_address(addr, family=self.family)
             except OSError as exc:
                 log.info("cannot resolve %s:%s: %s", addr[0], addr[1], exc)
 
@@ -432,8 +511,21 @@ class DHTNode:
         if self.proto.wants_routers:
             await self._routers()
 
-    async def find_node(self, target: bytes) -> list[Contact]:
-        """Run an iterative ``find_node`` lookup; return the closest contacts that answered."""
+    async def find_node(self, target: bytes, *, family: int | None = None) -> list[Contact]:
+        """Run an iterative ``find_node`` lookup; return the closest contacts that answered.
+
+        Args:
+            target: the 20-byte ID to look up.
+            family: the overlay to look in (4 or 6; default: this one).
+
+        Raises:
+            LocalProtocolError: the node has no overlay of ``family``.
+        """
+        if family is not None and family != self.family:
+            other = self.overlay(family)
+            if other is None:
+                raise LocalProtocolError(f"this node has no IPv{family} overlay")
+            return await other.find_node(target)
         await self._prepare_lookup()
         op = self.proto.start_lookup(target, FindNode(target), trio.current_time())
         result = await self._await_op(op)
@@ -456,37 +548,61 @@ class DHTNode:
             **lookup_options: :class:`~mainline_dht.core.lookup.Lookup` options
                 (``alpha``, ``soft_timeout``, ``early_finish``, ``max_queries``).
 
+        On a dual-stack node the lookup runs in both overlays at once (BEP 32).
+
         Raises:
             LocalProtocolError: ``info_hash`` is not 20 bytes.
         """
         if type(info_hash) is not bytes or len(info_hash) != 20:
             raise LocalProtocolError("info_hash must be 20 bytes")
-        await self._prepare_lookup()
+        overlays = self.overlays
+        for overlay in overlays:
+            await overlay._prepare_lookup()
         send, receive = trio.open_memory_channel[Address](math.inf)
-        op = self.proto.start_lookup(info_hash, GetPeers(info_hash), trio.current_time(), **lookup_options)
-        lookup = self.proto.lookup(op)
-        assert lookup is not None  # just started
-        stream = PeerStream(lookup, receive)
+        now = trio.current_time()
+        ops: list[tuple[DHTNode, OperationId]] = []
+        lookups: dict[int, Lookup] = {}
+        for overlay in overlays:
+            op = overlay.proto.start_lookup(info_hash, GetPeers(info_hash), now, **lookup_options)
+            lookup = overlay.proto.lookup(op)
+            assert lookup is not None  # just started
+            ops.append((overlay, op))
+            lookups[overlay.family] = lookup
+        stream = PeerStream(lookups[self.family], receive, lookups=lookups)
+        found_at = stream._found_at
+        running = len(ops)
 
-        def on_event(event: Event) -> None:
-            if type(event) is LookupPeersFound:
-                for peer in event.peers:
-                    stream._found_at[peer] = event.at
-                    send.send_nowait(peer)
-            elif type(event) is LookupFinished:
-                self._ops.pop(op, None)
-                send.close()
+        def handler(overlay: DHTNode, op: OperationId) -> Callable[[Event], None]:
+            def on_event(event: Event) -> None:
+                nonlocal running
+                if type(event) is LookupPeersFound:
+                    for peer in event.peers:
+                        if peer not in found_at:  # each peer once, whichever overlay brought it
+                            found_at[peer] = event.at
+                            send.send_nowait(peer)
+                elif type(event) is LookupFinished:
+                    overlay._ops.pop(op, None)
+                    running -= 1
+                    if running == 0:
+                        send.close()
 
-        if lookup.done:
+            return on_event
+
+        for overlay, op in ops:
+            if lookups[overlay.family].done:
+                running -= 1
+            else:
+                overlay._ops[op] = handler(overlay, op)
+        if running == 0:
             send.close()
-        else:
-            self._ops[op] = on_event
-        self._transmit()
+        for overlay in overlays:
+            overlay._transmit()
         try:
             yield stream
         finally:
-            if self._ops.pop(op, None) is not None:
-                self.proto.abandon(op)
+            for overlay, op in ops:
+                if overlay._ops.pop(op, None) is not None:
+                    overlay.proto.abandon(op)
             send.close()
 
     async def announce(self, info_hash: bytes, port: int | None = None, *, stream: PeerStream | None = None) -> int:
@@ -505,14 +621,31 @@ class DHTNode:
         Returns:
             How many nodes accepted the announce.
 
+        A dual-stack node announces in both overlays (BEP 32), and returns the
+        acceptances of both.
+
         Raises:
             LocalProtocolError: bad infohash or port.
         """
-        if stream is None:
+        if self._twin is None:
+            return await self._announce_overlay(info_hash, port, None if stream is None else stream.lookup)
+        accepted = 0
+
+        async def one(overlay: DHTNode) -> None:
+            nonlocal accepted
+            lookup = None if stream is None else stream.lookups.get(overlay.family)
+            accepted += await overlay._announce_overlay(info_hash, port, lookup)
+
+        async with collapse_single_errors(), trio.open_nursery() as nursery:
+            for overlay in self.overlays:
+                nursery.start_soon(one, overlay)
+        return accepted
+
+    async def _announce_overlay(self, info_hash: bytes, port: int | None, lookup: Lookup | None) -> int:
+        """Announce in this overlay, after ``lookup`` (a finished one) or a new one."""
+        if lookup is None:
             await self._prepare_lookup()
-        op = self.proto.start_announce(
-            info_hash, port, trio.current_time(), lookup=None if stream is None else stream.lookup
-        )
+        op = self.proto.start_announce(info_hash, port, trio.current_time(), lookup=lookup)
         result = await self._await_op(op)
         assert type(result) is AnnounceFinished
         return result.accepted
@@ -524,15 +657,39 @@ class DHTNode:
 
         Saved contacts are asked first-hand (they enter the table when they
         answer); routers are asked too but never enter the table (BEP 5). The
-        plan (order, retries, the refresh after) is the core's.
+        plan (order, retries, the refresh after) is the core's. A dual-stack
+        node joins both overlays at once, and has joined when either has (one
+        family may be unreachable, or have no router).
 
         Returns:
-            The number of contacts in the routing table afterwards.
+            The number of contacts in the routing table(s) afterwards.
 
         Raises:
             BootstrapError: nothing answered within ``timeout`` seconds (default:
-                the node's bootstrap timeout); the message names what was tried.
+                the node's bootstrap timeout) in any overlay; the message names
+                what was tried.
         """
+        if self._twin is None:
+            return await self._join_overlay(timeout)
+        errors: list[BootstrapError] = []
+        contacts = 0
+
+        async def join(overlay: DHTNode) -> None:
+            nonlocal contacts
+            try:
+                contacts += await overlay._join_overlay(timeout)
+            except BootstrapError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for overlay in self.overlays:
+                nursery.start_soon(join, overlay)
+        if len(errors) == len(self.overlays):
+            raise BootstrapError(" ".join(f"IPv{o.family}: {e}" for o, e in zip(self.overlays, errors)))
+        return contacts
+
+    async def _join_overlay(self, timeout: float | None = None) -> int:
+        """Bootstrap this overlay (see :meth:`bootstrap`)."""
         timeout = self._bootstrap_timeout if timeout is None else timeout
         resolve = not self._routers_resolved and bool(self.bootstrap_nodes)
         op = self.proto.start_bootstrap(trio.current_time(), timeout=timeout, wait_for_routers=resolve)
@@ -556,12 +713,14 @@ class DHTNode:
         if result.failure is not None:
             raise bootstrap_error(result, self.bootstrap_nodes, timeout)
         self.joined.set()
+        if self._primary is not None:
+            self._primary.joined.set()
         return result.contacts
 
     async def _rejoin(self) -> None:
         """The core found the table empty: bootstrap again (it applies the backoff)."""
         try:
-            await self.bootstrap()
+            await self._join_overlay()
         except BootstrapError as exc:
             log.warning("%s Retrying in %g s.", exc, self.proto.rejoin_delay)
 
@@ -586,7 +745,10 @@ class DHTNode:
     # --- persistence ----------------------------------------------------------------
 
     def save_state(self) -> None:
-        """Write the routing table to the state file atomically (if the node has one)."""
+        """Write the routing table(s) to the state file atomically (if the node has one)."""
+        if self._primary is not None:  # the twin's table goes in its primary's file
+            self._primary.save_state()
+            return
         save_node_state(self.proto, self.state_path, wall_clock=self._wall_clock)
 
 
@@ -612,76 +774,184 @@ async def collapse_single_errors() -> AsyncIterator[None]:
         raise exc from exc.__cause__
 
 
-async def resolve_address(addr: Address) -> Address:
-    """Resolve a host name to an IPv4 address (IP literals pass through unchanged).
+async def resolve_address(addr: Address, *, family: int | None = None) -> Address:
+    """Resolve a host name to an IP address (IP literals pass through unchanged).
+
+    Args:
+        addr: (host name or IP literal, port).
+        family: 4 for an A record, 6 for an AAAA record (BEP 32), ``None`` for
+            either (IPv4 first).
 
     Raises:
-        OSError: the name does not resolve.
+        OSError: the name does not resolve (in ``family``), or the literal is
+            of the other family.
     """
     host, port = addr
     if is_ip_literal(host):
+        if family is not None and family_of(host) != family:
+            raise OSError(f"{host} is not an IPv{family} address")
         return addr
-    infos = await trio.socket.getaddrinfo(host, port, trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
-    if not infos:
-        raise OSError(f"{host} has no IPv4 address")
-    return (str(infos[0][4][0]), port)
+    error: OSError | None = None
+    for fam in (4, 6) if family is None else (family,):
+        af = trio.socket.AF_INET if fam == 4 else trio.socket.AF_INET6
+        try:
+            infos = await trio.socket.getaddrinfo(host, port, af, trio.socket.SOCK_DGRAM)
+        except OSError as exc:
+            error = error or exc
+            continue
+        if infos:
+            return (str(infos[0][4][0]), port)
+    raise error or OSError(f"{host} has no {'IP' if family is None else f'IPv{family}'} address")
+
+
+async def resolve_addresses(addr: Address) -> list[Address]:
+    """Resolve a host name to one address per family it has: IPv4 (A), then IPv6 (AAAA).
+
+    IP literals pass through as the one address.
+
+    Raises:
+        OSError: the name resolves in neither family.
+    """
+    if is_ip_literal(addr[0]):
+        return [addr]
+    found: list[Address] = []
+    error: OSError | None = None
+    for family in (4, 6):
+        try:
+            found.append(await resolve_address(addr, family=family))
+        except OSError as exc:
+            error = error or exc
+    if not found:
+        assert error is not None
+        raise error
+    return found
+
+
+#: What ``open_node`` binds by default: both families (BEP 32) on the customary
+#: port; the IPv6 socket only where the host has IPv6.
+DEFAULT_BINDS: Final[tuple[Address, ...]] = (("0.0.0.0", DEFAULT_PORT), ("::", DEFAULT_PORT))
+
+
+async def _open_transports(bind: Address | Sequence[Address] | None, port: int) -> list[DatagramTransport]:
+    """Bind one UDP socket per requested address (at most one per family)."""
+    optional_v6 = bind is None
+    binds: list[Address]
+    if bind is None:
+        binds = [(host, port) for host, _ in DEFAULT_BINDS]
+    elif isinstance(bind[0], str):
+        binds = [bind]  # type: ignore[list-item]
+    else:
+        binds = list(bind)  # type: ignore[arg-type]
+    if len({family_of(host) for host, _ in binds}) != len(binds):
+        raise LocalProtocolError(f"bind one address per family (IPv4, IPv6), not {binds}")
+    opened: list[DatagramTransport] = []
+    try:
+        for host, p in binds:
+            try:
+                # The IPv6 overlay takes IPv6 traffic only: the IPv4 socket has the rest.
+                opened.append(await open_udp_transport(host, p, v6only=True))
+            except OSError as exc:
+                if not (optional_v6 and family_of(host) == 6):
+                    raise
+                log.info("no IPv6 socket (%s): running the IPv4 overlay only", exc)
+    except BaseException:
+        for t in opened:
+            await t.aclose()
+        raise
+    return opened
 
 
 @asynccontextmanager
 async def open_node(
-    bind: Address = ("0.0.0.0", DEFAULT_PORT),
+    bind: Address | Sequence[Address] | None = None,
     *,
+    port: int = DEFAULT_PORT,
     bootstrap: Sequence[Address] = DEFAULT_BOOTSTRAP,
     state_path: str | os.PathLike[str] | None = None,
     node_id: bytes | None = None,
     config: NodeConfig | None = None,
     rng: random.Random | None = None,
-    transport: DatagramTransport | None = None,
+    transport: DatagramTransport | Sequence[DatagramTransport] | None = None,
     join: bool = False,
     bootstrap_timeout: float = DEFAULT_BOOTSTRAP_TIMEOUT,
     wall_clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[DHTNode]:
     """Run a DHT node for the duration of the ``async with`` block.
 
+    With an IPv4 and an IPv6 address (or transport) the node is dual-stack
+    (BEP 32): one overlay per family, sharing one peer store; the node yielded
+    is the IPv4 overlay, holding the IPv6 one (see :attr:`DHTNode.overlays`).
+
     Args:
-        bind: the UDP address to bind (ignored when ``transport`` is given).
+        bind: the UDP address to bind, or one address per family (ignored when
+            ``transport`` is given). Default: ``0.0.0.0:6881`` and, where the
+            host has IPv6, ``[::]:6881``.
+        port: the port of the default addresses (when ``bind`` is ``None``);
+            0 lets the system choose.
         bootstrap: routers to join through; they never enter the routing table.
-        state_path: routing-table file: read at start (our ID and contacts are
+            Each overlay uses those of its family (names resolve per family).
+        state_path: routing-table file: read at start (our IDs and contacts are
             reused), saved periodically and on exit. ``None``: no persistence.
-        node_id: our ID (default: the saved one, else random).
+        node_id: our ID in every overlay (default: the saved one, else random).
         config: protocol limits and timeouts.
         rng: randomness (default ``random.SystemRandom()``).
-        transport: a ready transport (e.g. a ``MemoryTransport``) instead of UDP.
+        transport: a ready transport (e.g. a ``MemoryTransport``), or one per
+            family, instead of UDP.
         join: bootstrap in the background as soon as the node starts.
         bootstrap_timeout: seconds to wait for the first bootstrap answer.
         wall_clock: wall time for the state file (not used for protocol timing).
 
     Raises:
-        OSError: the UDP address cannot be bound.
+        OSError: a UDP address cannot be bound.
+        LocalProtocolError: two addresses (or transports) of one family.
     """
     rng = rng or random.SystemRandom()
     path = Path(state_path) if state_path is not None else None
-    saved_id, saved = load_node_state(path)
-    node_id = node_id or saved_id
-    node_id = node_id or random_node_id(rng)
-    own_transport = transport is None
+    saved = load_saved_state(path)
+    own_transports = transport is None
     if transport is None:
-        transport = await open_udp_transport(bind[0], bind[1])
+        transports = await _open_transports(bind, port)
+    elif isinstance(transport, (list, tuple)):
+        transports = list(transport)
+    else:
+        transports = [transport]  # type: ignore[list-item]
     try:
-        proto = NodeProtocol(node_id, config=config, rng=rng, now=trio.current_time())
-        node = DHTNode(
-            transport,
-            proto,
-            bootstrap=bootstrap,
-            state_path=path,
-            saved_contacts=saved,
-            wall_clock=wall_clock,
-            bootstrap_timeout=bootstrap_timeout,
-        )
+        families = [family_of(t.local_address[0]) for t in transports]
+        if len(set(families)) != len(families) or not transports:
+            raise LocalProtocolError("a node takes one transport per address family (IPv4, IPv6)")
+        # The IPv4 overlay first: it is the node the caller holds.
+        order = sorted(range(len(transports)), key=lambda i: families[i])
+        nodes: list[DHTNode] = []
+        for i in order:
+            family = families[i]
+            proto = NodeProtocol(
+                node_id or saved.ids.get(family) or random_node_id(rng),
+                config=config,
+                rng=rng,
+                now=trio.current_time(),
+                family=family,
+                sibling=nodes[0].proto if nodes else None,
+            )
+            nodes.append(
+                DHTNode(
+                    transports[i],
+                    proto,
+                    bootstrap=bootstrap,
+                    state_path=path if not nodes else None,
+                    saved_contacts=saved.contacts[family],
+                    wall_clock=wall_clock,
+                    bootstrap_timeout=bootstrap_timeout,
+                )
+            )
+        node = nodes[0]
+        if len(nodes) > 1:
+            node._twin = nodes[1]
+            nodes[1]._primary = node
         async with collapse_single_errors(), trio.open_nursery() as nursery:
-            node._nursery = nursery
-            nursery.start_soon(node._receive_loop)
-            nursery.start_soon(node._timer_loop)
+            for overlay in nodes:
+                overlay._nursery = nursery
+                nursery.start_soon(overlay._receive_loop)
+                nursery.start_soon(overlay._timer_loop)
             if join:
                 nursery.start_soon(_join_in_background, node)
             try:
@@ -690,8 +960,9 @@ async def open_node(
                 nursery.cancel_scope.cancel()
                 node.save_state()
     finally:
-        if own_transport:
-            await transport.aclose()
+        if own_transports:
+            for t in transports:
+                await t.aclose()
 
 
 async def _join_in_background(node: DHTNode) -> None:
@@ -702,7 +973,7 @@ async def _join_in_background(node: DHTNode) -> None:
 
 
 async def serve_node(
-    bind: Address = ("0.0.0.0", DEFAULT_PORT),
+    bind: Address | Sequence[Address] | None = None,
     *,
     task_status: trio.TaskStatus[DHTNode] = trio.TASK_STATUS_IGNORED,
     **options: Any,

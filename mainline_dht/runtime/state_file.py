@@ -52,6 +52,7 @@ __all__ = [
     "save_table",
     "load_contacts",
     "load_node_state",
+    "load_saved_state",
     "save_node_state",
     "load_state",
 ]
@@ -166,7 +167,7 @@ def save_table(
         doc[b"id6"] = table6.own_id
         doc[b"nodes6"] = nodes6
         count += len(nodes6)
-    doc[b"id"] = (table or table6).own_id  # type: ignore[union-attr]
+    doc[b"id"] = (table if table is not None else table6).own_id  # type: ignore[union-attr]
     _write_atomically(Path(path), encode_trusted_file(doc))
     log.debug("saved %d contacts to %s", count, path)
     return count
@@ -264,20 +265,41 @@ def load_node_state(path: Path | None) -> tuple[bytes | None, list[Contact]]:
         return None, []
 
 
-def save_node_state(proto: NodeProtocol, path: Path | None, *, wall_clock: Callable[[], float] = time.time) -> None:
-    """Write the node's routing table to ``path`` atomically, if the core wants it saved.
+def load_saved_state(path: Path | None) -> SavedState:
+    """What a starting dual-stack node takes from its state file: each family's ID and contacts.
 
-    Nothing is written without a path, nor while the table is empty and the node
-    started from saved contacts (offline: the old file stays). A write error is
-    logged, never raised: the node carries on.
+    Returns:
+        The saved state; empty when there is no path, no file, or the file is
+        not a routing-table file (logged as a warning: the node starts afresh).
+
+    Raises:
+        OSError: the file exists but cannot be read.
+    """
+    if path is not None and path.exists():
+        try:
+            return load_state(path)
+        except StateFileError as exc:
+            log.warning("ignoring the state file: %s; starting afresh", exc)
+    return SavedState({}, {4: [], 6: []}, [])
+
+
+def save_node_state(proto: NodeProtocol, path: Path | None, *, wall_clock: Callable[[], float] = time.time) -> None:
+    """Write the node's routing table(s) to ``path`` atomically, if the core wants them saved.
+
+    A dual-stack node's two cores (``proto`` and its sibling, BEP 32) share the
+    file. Nothing is written without a path, nor while every table is empty and
+    the node started from saved contacts (offline: the old file stays). A write
+    error is logged, never raised: the node carries on.
     """
     if path is None:
         return
-    if not proto.save_wanted():
+    protos = [proto] if proto.sibling is None else [proto, proto.sibling]
+    if not any(p.save_wanted() for p in protos):
         log.info("routing table empty; leaving %s as it was", path)
         return
+    tables = {p.family: p.table for p in protos}
     try:
-        save_table(proto.table, path, wall_clock=wall_clock)
+        save_table(tables.get(4), path, table6=tables.get(6), wall_clock=wall_clock)
     except OSError as exc:
         log.warning("cannot save the routing table to %s: %s", path, exc)
 

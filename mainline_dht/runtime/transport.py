@@ -371,7 +371,7 @@ def _enlarge_buffers(sock: socket.socket) -> None:
             logger.debug("could not set socket buffer option %s to %d bytes: %s", option, size, exc)
 
 
-async def open_udp_transport(host: str = "0.0.0.0", port: int = 6881) -> UDPTransport:
+async def open_udp_transport(host: str = "0.0.0.0", port: int = 6881, *, v6only: bool = False) -> UDPTransport:
     """Bind a UDP socket and return a transport over it.
 
     The address family follows ``host``: an IPv6 address (or a name resolving first to one)
@@ -382,6 +382,8 @@ async def open_udp_transport(host: str = "0.0.0.0", port: int = 6881) -> UDPTran
         host: the local address to bind, e.g. ``"0.0.0.0"``, ``"::"`` or ``"127.0.0.1"``.
         port: the local UDP port; 0 lets the OS choose (read it from ``local_address``).
             BEP 5 clients conventionally use 6881.
+        v6only: an IPv6 socket takes IPv6 traffic only (``IPV6_V6ONLY``), so an
+            IPv4 socket can hold the same port: a dual-stack node's two overlays (BEP 32).
 
     Returns:
         The open transport; close it with ``aclose()`` or ``async with``.
@@ -394,6 +396,8 @@ async def open_udp_transport(host: str = "0.0.0.0", port: int = 6881) -> UDPTran
     sock = socket.socket(family, type_, proto)
     try:
         _enlarge_buffers(sock)
+        if v6only and family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.setblocking(False)
         sock.bind(sockaddr)
         return UDPTransport(sock)
