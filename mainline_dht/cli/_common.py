@@ -24,6 +24,7 @@ from typing import Any, Final, TextIO
 import trio
 
 from ..core.protocol import NodeConfig
+from ..errors import LocalProtocolError
 from ..runtime import node as _node  # resolve_address is looked up at call time, so tests can replace it
 from ..runtime.node import DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_TIMEOUT, DHTNode, collapse_single_errors, open_node, parse_address
 from ..wire.contact import Address
@@ -225,17 +226,35 @@ def bind_error(what: str, exc: OSError, option: str) -> CLIError:
     return CLIError(f"cannot bind UDP {what}: {reason}")
 
 
+def add_bind_option(p: argparse.ArgumentParser, port: int, what: str) -> None:
+    """``--bind IP:PORT``, repeatable: one address per family (BEP 32's two overlays)."""
+    default = (f"0.0.0.0:{port} and, where the host has IPv6, [::]:{port}" if port
+               else "0.0.0.0 and, where the host has IPv6, [::], on free ports")
+    p.add_argument("--bind", metavar="IP:PORT", type=local_address_arg, action="append",
+                   help=f"{what}; repeat it with an IPv4 and an IPv6 address ([::1]:PORT) for both "
+                   f"overlays (BEP 32), or give one alone for one family (default {default})")
+
+
+def overlays_text(node: DHTNode) -> str:
+    """``"0.0.0.0:6881 and [::]:6881"``: the addresses of the node's overlays."""
+    return " and ".join(format_address(o.local_address) for o in node.overlays)
+
+
 @asynccontextmanager
-async def open_cli_node(bind: Address, **options: Any) -> AsyncIterator[DHTNode]:
-    """:func:`open_node`, with binding failures turned into :class:`CLIError`."""
+async def open_cli_node(bind: Sequence[Address] | None, *, port: int = 0, **options: Any) -> AsyncIterator[DHTNode]:
+    """:func:`open_node` on ``--bind``'s addresses (``None``: both families on ``port``),
+    with binding failures turned into :class:`CLIError`."""
     async with AsyncExitStack() as stack:
         try:
-            node = await stack.enter_async_context(open_node(bind, **options))
+            node = await stack.enter_async_context(open_node(list(bind) if bind else None, port=port, **options))
         except OSError as exc:
             if exc.filename is not None:  # the state file, not the socket
                 raise CLIError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
-            raise bind_error(format_address(bind), exc, "--bind IP:PORT") from None
-        log.debug("node %s bound to %s", node.node_id.hex(), format_address(node.local_address))
+            shown = " and ".join(format_address(b) for b in bind) if bind else f"port {port}"
+            raise bind_error(shown, exc, "--bind IP:PORT") from None
+        except LocalProtocolError as exc:
+            raise CLIError(f"{exc} (--bind)") from None
+        log.debug("node %s bound to %s", node.node_id.hex(), overlays_text(node))
         yield node
 
 

@@ -13,7 +13,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
     ip, port = args.base
     try:
-        return await run_demo(args.nodes, seed=args.seed, json_out=args.json, base=(ip, port or 0))
+        return await run_demo(args.nodes, seed=args.seed, json_out=args.json, base=(ip, port or 0), ipv6=args.ipv6)
     except OSError as exc:
         if exc.filename is None:  # not a bind failure of open_local_network
             raise
@@ -27,7 +27,7 @@ async def cmd_testnet(args: argparse.Namespace) -> int:
     ip, port = args.base
     port = DEFAULT_BASE_PORT if port is None else port
     try:
-        return await run_testnet(args.nodes, seed=args.seed, base=(ip, port))
+        return await run_testnet(args.nodes, seed=args.seed, base=(ip, port), ipv6=args.ipv6)
     except OSError as exc:
         if exc.filename is None:  # not a bind failure of open_local_network
             raise
@@ -53,6 +53,8 @@ def register(sub: Any, parents: Parents) -> None:
                    help=f"the first node's loopback address; the others count up from it "
                    f"(default {LOCALNET_FIRST_IP}, each node on a free port)")
     p.add_argument("--json", action="store_true", help="print the lookup's events as JSON lines, then a summary")
+    p.add_argument("--ipv6", action="store_true",
+                   help="run the network over IPv6 (BEP 32) on [::1], one port per node (--base gives the port)")
     p.set_defaults(run=cmd_demo)
 
     p = sub.add_parser(
@@ -69,4 +71,7 @@ def register(sub: Any, parents: Parents) -> None:
     p.add_argument("--base", metavar="IP[:PORT]", type=loopback_base_arg, default=(LOCALNET_FIRST_IP, None),
                    help=f"the first node's address, which others bootstrap from; the others count up "
                    f"from its IP on the same port (default {LOCALNET_FIRST_IP}:6881)")
+    p.add_argument("--ipv6", action="store_true",
+                   help="run the network over IPv6 (BEP 32) on [::1], one port per node; the first "
+                   "on --base's port")
     p.set_defaults(run=cmd_testnet)

@@ -16,7 +16,7 @@ from typing import Final
 
 import trio
 
-from ._common import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, Status, emit, run_until_signal
+from ._common import EXIT_INTERRUPTED, EXIT_NOT_FOUND, EXIT_OK, Status, emit, format_address, run_until_signal
 from .peers import lookup_and_print
 from ..wire.contact import Address
 from ..runtime.localnet import DEFAULT_BASE, open_local_network
@@ -49,7 +49,9 @@ def _span(first: Address, last: Address, shared: bool) -> str:
     return f"{first[0]} .. {last[0]}"
 
 
-async def run_demo(n: int, *, seed: int = 0, json_out: bool = False, base: Address = (DEFAULT_BASE[0], 0)) -> int:
+async def run_demo(
+    n: int, *, seed: int = 0, json_out: bool = False, base: Address = (DEFAULT_BASE[0], 0), ipv6: bool = False
+) -> int:
     """Run the demo: a network of ``n`` nodes, announces, one lookup; then shut down.
 
     Args:
@@ -60,6 +62,7 @@ async def run_demo(n: int, *, seed: int = 0, json_out: bool = False, base: Addre
             :func:`~mainline_dht.runtime.localnet.open_local_network`); port 0 gives
             every node a free port, so the demo never collides with a DHT
             client running on 6881.
+        ipv6: run the network over IPv6 on ``::1`` (BEP 32), one port per node.
 
     Returns:
         The exit status: 0 when the lookup found every announced peer, 1 when
@@ -79,7 +82,7 @@ async def run_demo(n: int, *, seed: int = 0, json_out: bool = False, base: Addre
     async def story() -> None:
         nonlocal code
         _say(f"starting {n} DHT nodes on loopback...")
-        async with open_local_network(n, seed=seed, base=base, progress=joined) as net:
+        async with open_local_network(n, seed=seed, base=base, progress=joined, ipv6=ipv6) as net:
             status.clear()
             nodes = net.nodes
             sizes = sorted(len(node.table) for node in nodes)
@@ -108,9 +111,8 @@ async def run_demo(n: int, *, seed: int = 0, json_out: bool = False, base: Addre
             config = dataclasses.replace(net.config, read_only=True)
             async with open_node(net.spare, bootstrap=(net.bootstrap_address,), config=config,
                                  rng=random.Random(f"{seed}:searcher")) as searcher:
-                host, port = searcher.local_address
-                boot_host, boot_port = net.bootstrap_address
-                _say(f"a fresh node at {host}:{port}, knowing only {boot_host}:{boot_port}, looks it up:")
+                _say(f"a fresh node at {format_address(searcher.local_address)}, knowing only "
+                     f"{format_address(net.bootstrap_address)}, looks it up:")
                 result = await lookup_and_print(searcher, info_hash, json_out=json_out, status=status,
                                                 timeout=DEMO_LOOKUP_TIMEOUT)
             if result.code == EXIT_INTERRUPTED:
@@ -128,11 +130,11 @@ async def run_demo(n: int, *, seed: int = 0, json_out: bool = False, base: Addre
     return code
 
 
-async def run_testnet(n: int, *, seed: int = 0, base: Address = DEFAULT_BASE) -> int:
+async def run_testnet(n: int, *, seed: int = 0, base: Address = DEFAULT_BASE, ipv6: bool = False) -> int:
     """Keep a loopback network of ``n`` nodes up until SIGINT or SIGTERM.
 
-    Prints the bootstrap address as ``IP:PORT`` on the first line of stdout
-    (for programs to read), and a human note on stderr.
+    Prints the bootstrap address as ``IP:PORT`` (``[::1]:PORT`` with ``ipv6``)
+    on the first line of stdout (for programs to read), and a human note on stderr.
 
     Returns:
         0 (stopped by a signal).
@@ -147,13 +149,13 @@ async def run_testnet(n: int, *, seed: int = 0, base: Address = DEFAULT_BASE) ->
 
     async def serve() -> None:
         _say(f"starting {n} DHT nodes on loopback...")
-        async with open_local_network(n, seed=seed, base=base, progress=joined) as net:
+        async with open_local_network(n, seed=seed, base=base, progress=joined, ipv6=ipv6) as net:
             status.clear()
-            host, port = net.bootstrap_address
+            boot = format_address(net.bootstrap_address)
             where = _span(net.nodes[0].local_address, net.nodes[-1].local_address, net.shared_ip)
-            print(f"{host}:{port}", flush=True)
-            _say(f"{n} nodes up on {where}. Join with --bootstrap {host}:{port} "
-                 f"(libtorrent: dht_bootstrap_nodes={host}:{port}). Ctrl-C to stop.")
+            print(boot, flush=True)
+            _say(f"{n} nodes up on {where}. Join with --bootstrap {boot} "
+                 f"(libtorrent: dht_bootstrap_nodes={boot}). Ctrl-C to stop.")
             await trio.sleep_forever()
 
     await run_until_signal(serve)

@@ -20,8 +20,9 @@ from ._common import (
     Parents,
     emit,
     format_address,
-    local_address_arg,
+    add_bind_option,
     log,
+    overlays_text,
     open_cli_node,
     plural,
     positive_seconds_arg,
@@ -37,16 +38,36 @@ def _uptime(seconds: float) -> str:
 
 def _print_status(node: DHTNode, uptime: float, json_out: bool) -> None:
     s = node.stats
+    overlays = node.overlays
     if json_out:
+        # The top-level figures are the first overlay's; "overlays" has each (BEP 32).
         emit({"event": "status", "uptime": round(uptime, 1), "joined": node.joined.is_set(),
-              "id": node.node_id.hex(), "external_ip": node.external_ip, **dataclasses.asdict(s)})
+              "id": node.node_id.hex(), "external_ip": node.external_ip, **dataclasses.asdict(s),
+              "overlays": [{"family": o.family, "address": format_address(o.local_address),
+                            "id": o.node_id.hex(), "external_ip": o.external_ip,
+                            **dataclasses.asdict(o.stats)} for o in overlays]})
         return
-    line = (f"{_uptime(uptime)}  {plural(s.table_size, 'contact')} ({s.good} good, {s.questionable} "
-            f"questionable) in {plural(s.buckets, 'bucket')}; queries received {s.queries_received}, "
-            f"sent {s.queries_sent} ({s.timeouts} timed out); storing {plural(s.stored_peers, 'peer')} "
-            f"for {plural(s.infohashes, 'infohash')}")
-    if node.external_ip is not None:
-        line += f"; seen as {node.external_ip}"
+    if len(overlays) == 1:
+        line = (f"{_uptime(uptime)}  {plural(s.table_size, 'contact')} ({s.good} good, {s.questionable} "
+                f"questionable) in {plural(s.buckets, 'bucket')}; queries received {s.queries_received}, "
+                f"sent {s.queries_sent} ({s.timeouts} timed out); storing {plural(s.stored_peers, 'peer')} "
+                f"for {plural(s.infohashes, 'infohash')}")
+        if node.external_ip is not None:
+            line += f"; seen as {node.external_ip}"
+    else:
+        parts = []
+        for o in overlays:
+            st = o.stats
+            part = (f"IPv{o.family} {plural(st.table_size, 'contact')} ({st.good} good, "
+                    f"{st.questionable} questionable) in {plural(st.buckets, 'bucket')}")
+            if o.external_ip is not None:
+                part += f", seen as {o.external_ip}"
+            parts.append(part)
+        every = [o.stats for o in overlays]
+        line = (f"{_uptime(uptime)}  {'; '.join(parts)}; queries received "
+                f"{sum(x.queries_received for x in every)}, sent {sum(x.queries_sent for x in every)} "
+                f"({sum(x.timeouts for x in every)} timed out); storing {plural(s.stored_peers, 'peer')} "
+                f"for {plural(s.infohashes, 'infohash')}")
     if not node.joined.is_set():
         line += "; not joined yet"
     print(line, flush=True)
@@ -72,13 +93,13 @@ async def cmd_node(args: argparse.Namespace) -> int:
     saved = _saved_contacts(state)
     bootstrap = tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP
     json_out: bool = args.json
-    async with open_cli_node(args.bind, bootstrap=bootstrap, state_path=state) as node:
-        host, port = node.local_address
+    async with open_cli_node(args.bind, port=6881, bootstrap=bootstrap, state_path=state) as node:
         if json_out:
-            emit({"event": "started", "id": node.node_id.hex(), "address": format_address((host, port)),
+            emit({"event": "started", "id": node.node_id.hex(), "address": format_address(node.local_address),
+                  "addresses": [format_address(o.local_address) for o in node.overlays],
                   "state": None if state is None else str(state), "saved_contacts": saved})
         else:
-            print(f"node {node.node_id.hex()} on UDP {format_address((host, port))}; "
+            print(f"node {node.node_id.hex()} on UDP {overlays_text(node)}; "
                   f"{f'routing table file {state}' if state else 'no routing table file'}; Ctrl-C to stop",
                   flush=True)
         start = trio.current_time()
@@ -107,7 +128,7 @@ async def cmd_node(args: argparse.Namespace) -> int:
                 log.warning("%s The node keeps trying.", exc)
 
         await run_until_signal(run)
-        contacts = len(node.table)
+        contacts = sum(len(o.table) for o in node.overlays)
     if json_out:
         emit({"event": "stopped", "contacts": contacts, "state": None if state is None else str(state)})
     elif state is not None and contacts:
@@ -128,8 +149,7 @@ def register(sub: Any, parents: Parents) -> None:
         "(Ctrl-C or SIGTERM), so the next start rejoins without the routers.",
         epilog="Exit status: 0 stopped by Ctrl-C or SIGTERM; 2 error (the port is in use, say).",
     )
-    p.add_argument("--bind", metavar="IP:PORT", type=local_address_arg, default=("0.0.0.0", 6881),
-                   help="local UDP address (default 0.0.0.0:6881)")
+    add_bind_option(p, 6881, "local UDP address")
     state = p.add_mutually_exclusive_group()
     state.add_argument("--state", metavar="PATH", type=Path,
                        help=f"routing-table file to load and save (default {default_state_path()})")

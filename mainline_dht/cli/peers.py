@@ -31,7 +31,7 @@ from ._common import (
     emit,
     format_address,
     format_seconds,
-    local_address_arg,
+    add_bind_option,
     log,
     open_cli_node,
     plural,
@@ -219,8 +219,7 @@ def register(sub: Any, parents: Parents) -> None:
     )
     p.add_argument("target", metavar="TARGET",
                    help="infohash (40 hex or 32 base32 characters) or magnet link (quote it in the shell)")
-    p.add_argument("--bind", metavar="IP:PORT", type=local_address_arg, default=("0.0.0.0", 0),
-                   help="local UDP address to send from (default 0.0.0.0 and any free port)")
+    add_bind_option(p, 0, "local UDP address to look up from")
     p.add_argument("--timeout", metavar="S", type=positive_seconds_arg, default=60.0,
                    help="stop the lookup after S seconds (default 60)")
     group = p.add_mutually_exclusive_group()

@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from ..errors import KRPCError, QueryTimeout
+from ..errors import KRPCError, LocalProtocolError, QueryTimeout
 from ..runtime import node as _node  # resolve_address is looked up at call time, so tests can replace it
 from ..wire.contact import Address
 from ._common import (
@@ -20,7 +20,7 @@ from ._common import (
     emit,
     format_address,
     format_seconds,
-    local_address_arg,
+    add_bind_option,
     open_cli_node,
     positive_seconds_arg,
     remote_address_arg,
@@ -54,6 +54,8 @@ async def cmd_ping(args: argparse.Namespace) -> int:
                            "(is a DHT node listening there, and is UDP let through?)") from None
         except KRPCError as exc:
             raise CLIError(f"{shown} answered with KRPC error {exc.code}: {exc.message}") from None
+        except LocalProtocolError as exc:  # e.g. an IPv6 address, and only an IPv4 --bind
+            raise CLIError(str(exc)) from None
         rtt = trio.current_time() - start
     client, version = _describe_version(resp.version)
     seen = None if resp.ip is None else format_address(resp.ip)
@@ -80,8 +82,7 @@ def register(sub: Any, parents: Parents) -> None:
         epilog="Exit status: 0 it answered; 2 no answer in time, or another error.",
     )
     p.add_argument("address", metavar="HOST:PORT", type=remote_address_arg, help="the node to ping")
-    p.add_argument("--bind", metavar="IP:PORT", type=local_address_arg, default=("0.0.0.0", 0),
-                   help="local UDP address to send from (default 0.0.0.0 and any free port)")
+    add_bind_option(p, 0, "local UDP address to send from")
     p.add_argument("--timeout", metavar="S", type=positive_seconds_arg, default=5.0,
                    help="seconds to wait for the answer (default 5)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")

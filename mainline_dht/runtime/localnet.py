@@ -7,7 +7,8 @@ Each node gets its own loopback IP (127.0.1.1, 127.0.1.2, ... by default), as
 nodes on a real network have: BEP 5 routing tables keep one entry per IP.
 Where the system routes only 127.0.0.1 (macOS), the nodes share that address on
 distinct ports, with the routing table's one-entry-per-IP rule relaxed for this
-private network alone.
+private network alone. An IPv6 network (BEP 32) is built the same way on ``::1``:
+one address, one port per node.
 
 Must not import: the command line (``cli``, ``demo``); this module never prints.
 """
@@ -51,6 +52,8 @@ DEFAULT_BASE_PORT: Final = 6881
 DEFAULT_BASE: Final[Address] = ("127.0.1.1", DEFAULT_BASE_PORT)
 #: The shared address where the system routes no other loopback IP (macOS).
 SHARED_IP: Final = "127.0.0.1"
+#: The one IPv6 loopback address, which an IPv6 local network shares.
+IPV6_LOOPBACK: Final = "::1"
 #: Nodes that join at the same time; more only adds contention on two cores.
 JOIN_CONCURRENCY: Final = 32
 #: Nodes that join one at a time before the rest join in parallel.
@@ -163,6 +166,7 @@ async def open_local_network(
     seed: int = 0,
     base: Address = DEFAULT_BASE,
     progress: Callable[[int, int], None] | None = None,
+    ipv6: bool = False,
 ) -> AsyncIterator[LocalNetwork]:
     """Start ``n`` nodes on loopback and join them into one DHT.
 
@@ -177,6 +181,8 @@ async def open_local_network(
         base: the first node's address; the others count up from its IP on
             the same port (port 0: free ports). See :func:`loopback_addresses`.
         progress: called with (joined, n) as nodes join.
+        ipv6: an IPv6 network on ``::1`` (BEP 32): the first node on ``base``'s
+            port, the others on free ports; ``base``'s IP is not used.
 
     Raises:
         OSError: an address could not be bound (the port is taken, say); its
@@ -185,7 +191,10 @@ async def open_local_network(
     """
     if n < 1:
         raise ValueError("a network needs at least one node")
-    addrs, shared = loopback_addresses(n + 1, base=base)
+    if ipv6:
+        addrs, shared = [(IPV6_LOOPBACK, base[1])] + [(IPV6_LOOPBACK, 0)] * n, True
+    else:
+        addrs, shared = loopback_addresses(n + 1, base=base)
     addrs, spare = addrs[:n], (addrs[n][0], 0)
     # One address for every node: the per-IP rules would see one host.
     config = NodeConfig(max_per_ip=None, query_rate_per_ip=None) if shared else NodeConfig()

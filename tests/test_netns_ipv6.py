@@ -1,0 +1,36 @@
+"""Our nodes on many distinct IPv6 addresses, in a private network namespace (BEP 32).
+
+``::1`` is one address, so loopback tests relax the one-entry-per-IP rule and the
+per-IP query budgets. Here every node has its own ``fd00::/8`` (and
+``198.18.0.0/15``) address on the namespace's ``lo``, and runs the production
+configuration. Needs root for ``unshare -n``: CI is root, and this test fails,
+never skips, where the namespace cannot be made.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from netns import run_in_netns
+
+N = 16
+SCRIPT = Path(__file__).with_name("netns_dual_stack_net.py")
+
+
+def test_a_mixed_network_on_distinct_ipv6_addresses() -> None:
+    addresses = [f"198.18.0.{i + 1}" for i in range(N)] + [f"fd00::{i + 1:x}" for i in range(N)]
+    proc = run_in_netns(SCRIPT, addresses=addresses, args=[str(N)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    # Production rules: one table entry per IP; the IPv6 tables fill from distinct addresses.
+    assert out["ipv6_entries_distinct_ips"]
+    assert all(out["tables"][str(i)]["6"] >= 8 for i in range(N) if i != N - 3)
+    assert all(out["tables"][str(i)]["4"] >= 8 for i in range(N) if i != N - 2)
+    assert all(a > 0 for a in out["accepted"])
+    dual_peers = [[f"198.18.0.{i + 1}", 7000 + i] for i in (1, 2, 3)] + [[f"fd00::{i + 1:x}", 7000 + i] for i in (1, 2, 3)]
+    assert out["dual_finds_dual"] == sorted(dual_peers)
+    assert out["dual_finds_v6"] == [[f"fd00::{N - 1:x}", 7777]]
+    assert out["v4_only_finds_dual"] == sorted(p for p in dual_peers if ":" not in str(p[0]))
+    assert out["v4_only_finds_v6"] == []
+    assert out["v6_only_finds_dual"] == sorted(p for p in dual_peers if ":" in str(p[0]))
