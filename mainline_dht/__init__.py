@@ -2,11 +2,14 @@
 
 The public API is re-exported here. The protocol logic (messages, routing
 table, tokens, peer store, lookups) lives in I/O-free modules; :mod:`.node` is
-the one trio layer on top. :mod:`mainline_dht.testing` has an in-memory network
-for tests and simulations.
+the one trio layer on top; :mod:`mainline_dht.aio` is the same node on asyncio.
+:mod:`mainline_dht.testing` has an in-memory network for tests and simulations.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__ as __version__
 from .wire.contact import Address as Address
@@ -32,29 +35,61 @@ from .wire.krpc import ResponseMessage as ResponseMessage
 from .wire.krpc import SampleInfohashes as SampleInfohashes
 from .core.lookup import Lookup as Lookup
 from .core.lookup import LookupStats as LookupStats
-from .runtime.node import DEFAULT_BOOTSTRAP as DEFAULT_BOOTSTRAP
-from .runtime.node import DEFAULT_PORT as DEFAULT_PORT
-from .runtime.node import DHTNode as DHTNode
-from .runtime.node import NodeStats as NodeStats
-from .runtime.node import PeerStream as PeerStream
-from .runtime.node import open_node as open_node
-from .runtime.node import parse_address as parse_address
-from .runtime.node import resolve_address as resolve_address
-from .runtime.node import serve_node as serve_node
+from .runtime.common import DEFAULT_BOOTSTRAP as DEFAULT_BOOTSTRAP
+from .runtime.common import DEFAULT_PORT as DEFAULT_PORT
+from .runtime.common import NodeStats as NodeStats
+from .runtime.common import parse_address as parse_address
 from .core.protocol import NodeConfig as NodeConfig
 from .core.protocol import NodeProtocol as NodeProtocol
 from .wire.target import TargetError as TargetError
 from .wire.target import parse_target as parse_target
 from .wire.target import Target as Target
 from .wire.target import parse_target_hashes as parse_target_hashes
-from .metadata import FetchStats as FetchStats
-from .metadata import FileEntry as FileEntry
-from .metadata import TorrentInfo as TorrentInfo
-from .metadata import fetch_metadata as fetch_metadata
-from .metadata import fetch_metadata_from_peers as fetch_metadata_from_peers
-from .runtime.transport import DatagramTransport as DatagramTransport
-from .runtime.transport import UDPTransport as UDPTransport
-from .runtime.transport import open_udp_transport as open_udp_transport
+
+
+# The trio layer (and what is built on it) is imported on first use, so that an
+# asyncio program (``mainline_dht.aio``) or one using the I/O-free core never
+# imports trio.
+if TYPE_CHECKING:
+    from .runtime.node import DHTNode as DHTNode
+    from .runtime.node import PeerStream as PeerStream
+    from .runtime.node import open_node as open_node
+    from .runtime.node import resolve_address as resolve_address
+    from .runtime.node import serve_node as serve_node
+    from .metadata import FetchStats as FetchStats
+    from .metadata import FileEntry as FileEntry
+    from .metadata import TorrentInfo as TorrentInfo
+    from .metadata import fetch_metadata as fetch_metadata
+    from .metadata import fetch_metadata_from_peers as fetch_metadata_from_peers
+    from .runtime.transport import DatagramTransport as DatagramTransport
+    from .runtime.transport import UDPTransport as UDPTransport
+    from .runtime.transport import open_udp_transport as open_udp_transport
+
+_LAZY: dict[str, str] = {
+    "DHTNode": "mainline_dht.runtime.node",
+    "PeerStream": "mainline_dht.runtime.node",
+    "open_node": "mainline_dht.runtime.node",
+    "resolve_address": "mainline_dht.runtime.node",
+    "serve_node": "mainline_dht.runtime.node",
+    "FetchStats": "mainline_dht.metadata",
+    "FileEntry": "mainline_dht.metadata",
+    "TorrentInfo": "mainline_dht.metadata",
+    "fetch_metadata": "mainline_dht.metadata",
+    "fetch_metadata_from_peers": "mainline_dht.metadata",
+    "DatagramTransport": "mainline_dht.runtime.transport",
+    "UDPTransport": "mainline_dht.runtime.transport",
+    "open_udp_transport": "mainline_dht.runtime.transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "__version__",
