@@ -26,6 +26,7 @@ Addresses: 127.0.60.x (small swarm), 127.0.61.x (32-session swarm) and 127.0.62.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -42,6 +43,7 @@ import trio
 from mainline_dht.wire.contact import Address
 from mainline_dht.errors import KRPCError, QueryTimeout
 from mainline_dht.wire.krpc import AnnouncePeer, FindNode, GetPeers, SampleInfohashes
+from mainline_dht.runtime import aio
 from mainline_dht.runtime.node import DHTNode, open_node
 from libtorrent_net import LibtorrentSwarm, libtorrent_available, start_swarm
 
@@ -322,6 +324,40 @@ async def test_libtorrent_finds_the_peer_we_announce(big_swarm: LibtorrentSwarm)
                 result = await _lt(sw.get_peers, i, ih)
                 assert result.stats.completed
                 assert result.peers == [(me[0], 4711)]
+
+
+def test_the_asyncio_node_finds_libtorrent_peers_and_libtorrent_finds_its_peer(big_swarm: LibtorrentSwarm) -> None:
+    """The same two checks for the asyncio node (mainline_dht.aio), under asyncio.run:
+    it finds the peers libtorrent announced, and libtorrent finds the peer it announces."""
+    sw = big_swarm
+    theirs, ours = _ih("asyncio theirs"), _ih("asyncio ours")
+    announcers = {5: 6105, 23: 6123}
+    for i, port in announcers.items():
+        assert sw.announce(i, theirs, port) > 0
+    expected = {(sw.addresses[i][0], port) for i, port in announcers.items()}
+
+    async def main() -> None:
+        async with aio.open_node(("127.0.61.202", 0), bootstrap=(sw.addresses[1],), rng=random.Random(11)) as node:
+            await node.bootstrap(timeout=5.0)
+            found = [peer async for peer in node.get_peers(theirs)]
+            assert len(found) == len(set(found)) and set(found) == expected
+            me = node.local_address
+            accepted = await node.announce(ours, 4712)
+            assert accepted == node.proto.config.k
+            received = [
+                a for i in range(len(sw)) for a in await asyncio.to_thread(sw.incoming_announces, i) if a.info_hash == ours
+            ]
+            assert len(received) == accepted
+            assert {(a.ip, a.port) for a in received} == {(me[0], 4712)}
+            for i in (2, 15, 30):
+                result = await asyncio.to_thread(sw.get_peers, i, ours)
+                assert result.stats.completed
+                assert result.peers == [(me[0], 4712)]
+
+    async def bounded() -> None:
+        await asyncio.wait_for(main(), TEST_DEADLINE)
+
+    asyncio.run(bounded())
 
 
 # --- politeness: libtorrent's own rate limit -----------------------------------------------

@@ -291,3 +291,24 @@ def test_the_asyncio_node_runs_without_trio() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 on this host")
+def test_an_ipv6_node_answers_on_ipv6(rt: Runtime) -> None:
+    async def body() -> None:
+        async with rt.open_node(("::1", 0), bootstrap=(), rng=random.Random("rt:v6a"), config=_config()) as a:
+            async with rt.open_node(("::1", 0), bootstrap=(), rng=random.Random("rt:v6b"), config=_config()) as b:
+                assert a.local_address[0] == "::1"
+                assert (await a.ping(b.local_address)).sender_id == b.node_id
+                assert b.stats.queries_received == 1 and b.stats.replies_sent == 1
+
+    rt.run(body)

@@ -64,10 +64,10 @@ from ..core.node_id import random_node_id
 from ..core.protocol import NodeConfig, NodeProtocol
 from ..core.routing_table import RoutingTable
 from ..errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
-from ..wire.contact import Address, Contact
+from ..wire.contact import Address, Contact, family_of
 from ..wire.krpc import FindNode, GetPeers, Ping, Query, ResponseMessage, SampleInfohashes
 from .common import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ErrorLog, NodeStats, bootstrap_error, is_ip_literal, node_stats
-from .state_file import load_node_state, save_node_state
+from .state_file import load_saved_state, save_node_state
 
 __all__ = ["AsyncioNode", "PeerStream", "open_node", "resolve_address"]
 
@@ -594,6 +594,8 @@ def _bound_socket(host: str, port: int) -> socket.socket:
     family, type_, proto, _canonname, sockaddr = infos[0]
     sock = socket.socket(family, type_, proto)
     try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # this node serves IPv6 only
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             try:
                 if sock.getsockopt(socket.SOL_SOCKET, option) < SOCKET_BUFFER_SIZE:
@@ -623,6 +625,9 @@ async def open_node(
 ) -> AsyncIterator[AsyncioNode]:
     """Run a DHT node on asyncio for the duration of the ``async with`` block.
 
+    One overlay: the address family of ``bind`` (BEP 32: an IPv6 address gives an
+    IPv6 node). A dual-stack node is the trio node's (:func:`mainline_dht.open_node`).
+
     Args:
         bind: the UDP address to bind (IP literal; port 0 lets the OS choose).
         bootstrap: routers to join through; they never enter the routing table.
@@ -640,15 +645,17 @@ async def open_node(
     """
     rng = rng or random.SystemRandom()
     path = Path(state_path) if state_path is not None else None
-    saved_id, saved = load_node_state(path)
-    node_id = node_id or saved_id or random_node_id(rng)
+    family = family_of(bind[0]) if is_ip_literal(bind[0]) else 4
+    saved = load_saved_state(path)
     loop = asyncio.get_running_loop()
-    proto = NodeProtocol(node_id, config=config, rng=rng, now=loop.time())
+    proto = NodeProtocol(
+        node_id or saved.ids.get(family) or random_node_id(rng), config=config, rng=rng, now=loop.time(), family=family
+    )
     node = AsyncioNode(
         proto,
         bootstrap=bootstrap,
         state_path=path,
-        saved_contacts=saved,
+        saved_contacts=saved.contacts[family],
         wall_clock=wall_clock,
         bootstrap_timeout=bootstrap_timeout,
     )
