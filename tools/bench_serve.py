@@ -4,6 +4,7 @@ Usage (from the repository root)::
 
     /tmp/venv/bin/python tools/bench_serve.py            # ours, echo baseline, libtorrent
     /tmp/venv/bin/python tools/bench_serve.py --only ours --profile   # cProfile of our server
+    /tmp/venv/bin/python tools/bench_serve.py --runtime trio,asyncio  # our node on both runtimes
 
 One run measures three servers in turn, each in its own process pinned to core 0,
 against one blasting process pinned to core 1:
@@ -16,6 +17,9 @@ against one blasting process pinned to core 1:
   in ``nodes``. No bootstrap routers, so the node sends nothing on its own.
   Its per-IP query budget stays on, raised to a rate no blaster reaches (as
   libtorrent's is below), so the cost of checking it is in the figure.
+* ``ours-asyncio`` (with ``--runtime ...,asyncio``): the same node and table on asyncio
+  (:func:`mainline_dht.runtime.aio.open_node`: an ``asyncio.DatagramProtocol``, the
+  same I/O-free core), measured the same way in the same run.
 * ``echo``: a raw-socket echo server in plain Python with the same drain-the-queue
   loop (wait until readable, then ``recvfrom``/``sendto`` until EAGAIN). It does
   no work per datagram, so it is the upper bound for Python on this machine.
@@ -72,7 +76,9 @@ from mainline_dht.wire.krpc import (  # noqa: E402
 
 SERVER_CORE = 0
 BLASTER_CORE = 1
-SERVER_IPS = {"ours": "127.0.10.1", "echo": "127.0.10.2", "libtorrent": "127.0.10.3"}
+SERVER_IPS = {"ours": "127.0.10.1", "echo": "127.0.10.2", "libtorrent": "127.0.10.3", "ours-asyncio": "127.0.10.4"}
+#: ``--runtime`` name -> the server kind that runs our node on it.
+RUNTIME_KINDS = {"trio": "ours", "asyncio": "ours-asyncio"}
 #: Source addresses of the blaster: one socket and one node ID each.
 BLASTER_IPS = [f"127.0.20.{i}" for i in range(1, 17)]
 #: Where the libtorrent server's fake contacts listen (and ours' fake contacts claim to).
@@ -201,6 +207,55 @@ def serve_ours(conn: Connection, host: str, profile: str | None) -> None:
         trio.run(main)
 
 
+def serve_ours_asyncio(conn: Connection, host: str, profile: str | None) -> None:
+    """Our node on asyncio (mainline_dht.aio, the same core), pinned to one core, until the parent says stop."""
+    _pin(SERVER_CORE)
+    import asyncio
+
+    from mainline_dht.core.protocol import NodeConfig
+    from mainline_dht.runtime.aio import open_node
+    from mainline_dht.wire.contact import Contact
+
+    config = NodeConfig(query_rate_per_ip=1e12, query_burst_per_ip=1e12)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with open_node((host, 0), bootstrap=(), config=config) as node:
+            table = node.proto.table
+            now = loop.time()
+            rng = random.Random(1)
+            for node_id, addr in zip(
+                _ids_by_depth(node.node_id, rng), _fake_addresses(FILL_DEPTH * FILL_PER_DEPTH), strict=True
+            ):
+                table.heard_from(Contact(node_id, addr), now, responded=True)
+            conn.send(("ready", node.local_address, node.node_id, len(table)))
+            while not conn.poll():
+                await asyncio.sleep(0.1)
+            conn.recv()
+            s = node.proto.stats
+            conn.send(
+                {
+                    "queries": s.queries_received,
+                    "replies": s.replies_sent,
+                    "errors": s.errors_sent,
+                    "malformed": s.malformed,
+                    "rate_limited": s.queries_rate_limited,
+                    "send_dropped": node.send_dropped,
+                    "table": len(table),
+                    "stored_peers": node.proto.peer_store.num_peers,
+                }
+            )
+
+    if profile:
+        prof = cProfile.Profile()
+        prof.enable()
+        asyncio.run(main())
+        prof.disable()
+        prof.dump_stats(profile)
+    else:
+        asyncio.run(main())
+
+
 def serve_echo(conn: Connection, host: str, profile: str | None) -> None:
     """A raw-socket echo server: wait readable, then recvfrom/sendto until EAGAIN."""
     _pin(SERVER_CORE)
@@ -283,7 +338,7 @@ def serve_libtorrent(conn: Connection, host: str, profile: str | None) -> None:
                 return
 
 
-SERVERS = {"ours": serve_ours, "echo": serve_echo, "libtorrent": serve_libtorrent}
+SERVERS = {"ours": serve_ours, "echo": serve_echo, "libtorrent": serve_libtorrent, "ours-asyncio": serve_ours_asyncio}
 
 
 def _fill_libtorrent(conn: Connection, own: bytes, seconds: float = 3.0) -> int:
@@ -542,7 +597,7 @@ def blast(
 
 def run_one(kind: str, args: argparse.Namespace, ctx: Any) -> tuple[BlastResult, dict[str, Any], str]:
     parent, child = ctx.Pipe()
-    profile = str(Path(args.profile_out).resolve()) if (args.profile and kind == "ours") else None
+    profile = str(Path(args.profile_out).resolve()) if (args.profile and kind.startswith("ours")) else None
     proc = ctx.Process(target=SERVERS[kind], args=(child, SERVER_IPS[kind], profile), daemon=True)
     proc.start()
     try:
@@ -550,7 +605,7 @@ def run_one(kind: str, args: argparse.Namespace, ctx: Any) -> tuple[BlastResult,
             raise RuntimeError(f"{kind} server did not start")
         _, addr, node_id, table = parent.recv()
         note = ""
-        if kind == "ours":
+        if kind.startswith("ours"):
             note = f"table {table} contacts"
         if kind == "libtorrent":
             table = _fill_libtorrent(parent, node_id)
@@ -602,10 +657,23 @@ def main() -> None:
         default=0,
         help="niceness increment for server and blaster (e.g. -10 as root, on a machine shared with other work)",
     )
+    parser.add_argument(
+        "--runtime",
+        default="trio",
+        help="runtimes our node is measured on, comma-separated: trio (the 'ours' row), asyncio "
+        "(the 'ours-asyncio' row: mainline_dht.aio over the same core); e.g. --runtime trio,asyncio",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile our server and print the top functions")
     parser.add_argument("--profile-out", default="/tmp/bench_serve.prof")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.only.split(",") if k.strip()]
+    runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
+    unknown = [r for r in runtimes if r not in RUNTIME_KINDS]
+    if unknown:
+        parser.error(f"unknown runtime(s) {', '.join(unknown)}: choose from {', '.join(RUNTIME_KINDS)}")
+    if "ours" in kinds:  # our node, once per runtime asked for, in its place
+        i = kinds.index("ours")
+        kinds[i : i + 1] = [RUNTIME_KINDS[r] for r in runtimes]
     # Spawned children read it at import time.
     os.environ["BENCH_SERVE_NICE"] = str(args.nice)
     if "libtorrent" in kinds:
@@ -633,16 +701,16 @@ def main() -> None:
         results[kind] = result
         checks = "; ".join(f"{k}: {v}" for k, v in result.checks.items())
         print(f"  {kind}: {note}{'; ' if note and checks else ''}{checks}")
-        if kind == "ours":
+        if kind.startswith("ours"):
             print(f"    server counters: {stats}")
     print()
     print(
-        f"{'server':<12}{'answered/s':>12}{'per CPU-s':>12}{'errors':>8}{'lost':>7}"
+        f"{'server':<14}{'answered/s':>12}{'per CPU-s':>12}{'errors':>8}{'lost':>7}"
         f"{'server CPU':>12}{'other':>7}{'blaster CPU':>13}"
     )
     for kind, r in results.items():
         print(
-            f"{kind:<12}{r.rate:>12,.0f}{r.per_cpu_second:>12,.0f}{r.errors:>8}{r.lost:>7}"
+            f"{kind:<14}{r.rate:>12,.0f}{r.per_cpu_second:>12,.0f}{r.errors:>8}{r.lost:>7}"
             f"{r.server_cpu:>11.0%}{r.others:>7.0%}{r.blaster_cpu:>12.0%}"
         )
     print(
@@ -673,7 +741,13 @@ def main() -> None:
             print(f"note: the server core was {r.core_busy:.0%} busy during {kind} ({why}): the blaster set its figure")
         elif r.others > 0.1:
             print(f"note: {r.others:.0%} of the server core went elsewhere during {kind}")
-    if args.profile and "ours" in results:
+    if "ours" in results and "ours-asyncio" in results:
+        t, a = results["ours"], results["ours-asyncio"]
+        print(
+            f"asyncio / trio (our node, same core): {a.rate / t.rate:.2f} (wall), "
+            f"{a.per_cpu_second / t.per_cpu_second:.2f} (per CPU-s)"
+        )
+    if args.profile and any(k.startswith("ours") for k in results):
         out = io.StringIO()
         pstats.Stats(args.profile_out, stream=out).sort_stats("tottime").print_stats(30)
         print(out.getvalue())
