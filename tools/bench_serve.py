@@ -167,8 +167,9 @@ def serve_ours(conn: Connection, host: str, profile: str | None) -> None:
     from mainline_dht.runtime.node import open_node
     from mainline_dht.core.protocol import NodeConfig
 
-    # The budget is checked for every query, but 16 blaster IPs never exhaust it.
-    config = NodeConfig(query_rate_per_ip=1e12, query_burst_per_ip=1e12)
+    # The per-IP budget is checked for every query, but 16 blaster IPs never exhaust
+    # it; the global budget for strangers (reply_rate) would cap the figure itself.
+    config = NodeConfig(query_rate_per_ip=1e12, query_burst_per_ip=1e12, reply_rate=None)
 
     async def main() -> None:
         async with open_node((host, 0), bootstrap=(), config=config) as node:
@@ -216,7 +217,7 @@ def serve_ours_asyncio(conn: Connection, host: str, profile: str | None) -> None
     from mainline_dht.runtime.aio import open_node
     from mainline_dht.wire.contact import Contact
 
-    config = NodeConfig(query_rate_per_ip=1e12, query_burst_per_ip=1e12)
+    config = NodeConfig(query_rate_per_ip=1e12, query_burst_per_ip=1e12, reply_rate=None)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
