@@ -98,7 +98,12 @@ def test_peers_over_ipv6_prints_bracketed_addresses(net6: Net6, capsys: pytest.C
     events = [json.loads(line) for line in out.splitlines()]
     peers = [e for e in events if e["event"] == "peer"]
     assert [(e["ip"], e["port"]) for e in peers] == [net6.peer]
-    assert events[-1]["event"] == "done" and events[-1]["replies"] > 0
+    done = events[-1]
+    assert done["event"] == "done" and done["replies"] > 0
+    # Both overlays looked; only the IPv6 one had the peer (the network is IPv6 only).
+    assert set(done["families"]) == {"4", "6"}
+    assert done["families"]["6"]["peers"] == 1 and done["families"]["6"]["replies"] > 0
+    assert done["families"]["4"]["peers"] == 0
 
 
 def test_bind_takes_one_address_per_family(capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,3 +132,14 @@ def test_testnet_ipv6_prints_a_bracketed_bootstrap_address() -> None:
     assert first.startswith("[::1]:") and int(first.rsplit(":", 1)[1]) > 0
     code, _, err = _stop(proc)
     assert code == cli.EXIT_OK and "--bootstrap [::1]:" in err
+
+
+def test_demo_ipv6_finds_every_announced_peer(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "demo", "--ipv6", "--nodes", "20", "--json")
+    assert code == cli.EXIT_OK, err
+    events = [json.loads(line) for line in out.splitlines()]
+    peers = [e for e in events if e["event"] == "peer"]
+    assert peers and all(e["ip"] == "::1" for e in peers)
+    summary = events[-1]
+    assert summary["event"] == "demo" and summary["found"] == summary["announced"] > 0
+    assert "on ::1, distinct ports" in err

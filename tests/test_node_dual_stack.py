@@ -12,6 +12,7 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import trio
@@ -19,6 +20,7 @@ import trio.testing
 
 from mainline_dht.errors import LocalProtocolError
 from mainline_dht.runtime.node import DHTNode, open_node
+from mainline_dht.runtime.state_file import load_state
 from mainline_dht.testing import LinkModel, MemoryNetwork, open_memory_network
 from mainline_dht.wire.contact import Address
 from mainline_dht.wire.krpc import FindNode
@@ -147,3 +149,30 @@ async def test_one_transport_per_family(autojump_clock: trio.testing.MockClock) 
         with pytest.raises(LocalProtocolError):
             async with open_node(transport=[net.open_transport(v4(1)), net.open_transport(v4(2))], bootstrap=()):
                 pass
+
+
+async def test_a_dual_stack_node_saves_both_tables_and_rejoins_from_them(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    state = tmp_path / "dual.dat"
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with mixed_network(per_kind=4) as m:
+            net = m.net
+            transports = [net.open_transport(("10.9.0.1", 6881)), net.open_transport(("fd00::9:1", 6881))]
+            boot = [m.dual[0].local_address, m.dual[0].overlay(6).local_address]  # type: ignore[union-attr]
+            async with open_node(transport=transports, bootstrap=boot, state_path=state, rng=random.Random(9)) as a:
+                await a.bootstrap()
+                ids = {o.family: o.node_id for o in a.overlays}
+                sizes = {o.family: len(o.table) for o in a.overlays}
+            for t in transports:
+                await t.aclose()
+            saved = load_state(state)
+            assert saved.ids == ids and {f: len(c) for f, c in saved.contacts.items()} == sizes
+            assert all(":" in c.addr[0] for c in saved.contacts[6]) and sizes[6] > 0 and sizes[4] > 0
+            # Restarted without routers: each overlay rejoins from its own saved contacts.
+            transports = [net.open_transport(("10.9.0.1", 6881)), net.open_transport(("fd00::9:1", 6881))]
+            async with open_node(transport=transports, bootstrap=(), state_path=state, rng=random.Random(10)) as b:
+                assert {o.family: o.node_id for o in b.overlays} == ids
+                await b.bootstrap()
+                assert all(len(o.table) > 0 for o in b.overlays)
+                assert all((":" in e.addr[0]) == (o.family == 6) for o in b.overlays for e in o.table)

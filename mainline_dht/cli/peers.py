@@ -157,7 +157,11 @@ async def lookup_and_print(
         emit({"event": "done", "peers": len(peers), "queries": stats.queries, "replies": stats.replies,
               "timeouts": stats.timeouts, "elapsed": round(elapsed, 4),
               "first_peer": None if first is None else round(first, 4), "announced": announced,
-              "timed_out": timed_out, "interrupted": interrupted})
+              "timed_out": timed_out, "interrupted": interrupted,
+              # BEP 32: each overlay's own lookup (a dual-stack node runs one per family).
+              "families": {str(f): {"queries": s.queries, "replies": s.replies, "timeouts": s.timeouts,
+                                    "peers": sum(1 for p in peers if (":" in p[0]) == (f == 6))}
+                           for f, s in stream.stats_by_family.items()}})
     else:
         if peers:
             line = f"{plural(len(peers), 'peer')} in {format_seconds(elapsed)}"
