@@ -34,3 +34,23 @@ def test_a_mixed_network_on_distinct_ipv6_addresses() -> None:
     assert out["v4_only_finds_dual"] == sorted(p for p in dual_peers if ":" not in str(p[0]))
     assert out["v4_only_finds_v6"] == []
     assert out["v6_only_finds_dual"] == sorted(p for p in dual_peers if ":" in str(p[0]))
+
+
+LT_SCRIPT = Path(__file__).with_name("netns_libtorrent_ipv6.py")
+
+
+def test_libtorrent_with_its_stock_per_ip_rules_on_distinct_ipv6_addresses() -> None:
+    """libtorrent's defaults (one entry per IP range, 5 queries/s per IP) over IPv6, with our
+    node under its production rules: each finds the other's peers, and we are in its tables."""
+    n = 12
+    # One /64 each: libtorrent keeps one routing-table entry per /64 by default.
+    addresses = [f"fd00:0:0:{i + 1:x}::1" for i in range(n)] + ["fd00:0:0:100::1"]
+    proc = run_in_netns(LT_SCRIPT, addresses=addresses, args=[str(n)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["stock"]
+    assert out["our_table"] >= 6
+    assert out["we_found"] == [["fd00:0:0:4::1", 6003], ["fd00:0:0:8::1", 6007]]
+    assert out["accepted"] >= 8
+    assert out["they_found"] == [[["fd00:0:0:100::1", 4711]]] * 2
+    assert out["in_their_tables"] >= n // 2

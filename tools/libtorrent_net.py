@@ -918,6 +918,7 @@ def start_swarm(
     warm_up_lookups: int = DEFAULT_WARM_UP_LOOKUPS,
     ipv6_port: int | None = None,
     ipv6_only: bool = False,
+    ipv6_addresses: Sequence[str] | None = None,
     log_packets: bool = False,
     settings: dict[str, Any] | None = None,
     setup_timeout: float = DEFAULT_SETUP_TIMEOUT,
@@ -954,6 +955,10 @@ def start_swarm(
             ``[::1]:port + i`` alone (``port`` 0 picks free ports), and
             ``addresses`` are those. Without an IPv4 socket libtorrent answers
             with ``nodes6`` only, whatever ``want`` says (BEP 32).
+        ipv6_addresses: with ``ipv6_only``, node i listens on
+            ``[ipv6_addresses[i]]:port`` instead: one address per session, for a
+            private network namespace that has them on its ``lo`` (never use
+            addresses outside one).
         log_packets: record raw datagrams (see :meth:`LibtorrentSwarm.packets`).
         settings: extra libtorrent settings, applied last.
         setup_timeout: seconds to wait for the sockets.
@@ -969,7 +974,12 @@ def start_swarm(
     if ipv6_only:
         if ipv6_port is not None:
             raise ValueError("ipv6_only takes its ports from port")
-        addresses: list[Address] = [("::1", port + k if port else 0) for k in range(n)]
+        if ipv6_addresses is not None:
+            if len(ipv6_addresses) != n:
+                raise ValueError(f"{n} sessions need {n} IPv6 addresses")
+            addresses: list[Address] = [(ip, port) for ip in ipv6_addresses]
+        else:
+            addresses = [("::1", port + k if port else 0) for k in range(n)]
     else:
         addresses = [(ip, port) for ip in _loopback_addresses(first_ip, n)]
     if ipv6_port is not None:
