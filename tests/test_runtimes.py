@@ -313,3 +313,24 @@ def test_an_ipv6_node_answers_on_ipv6(rt: Runtime) -> None:
                 assert st.queries_received >= 1 and st.replies_sent == st.queries_received
 
     rt.run(body)
+
+
+def test_leaving_get_peers_early_stops_the_lookup(rt: Runtime) -> None:
+    async def body() -> None:
+        async with network(rt, 10, first=60) as nodes:
+            for i, n in enumerate(nodes[1:4]):
+                assert await n.announce(INFO_HASH, 7000 + i) >= 6
+            seeker = nodes[-1]
+            async with seeker.get_peers(INFO_HASH) as peers:
+                async for _ in peers:
+                    break  # one peer is enough
+            assert not seeker._ops  # the lookup was abandoned: no handler waits for it
+            assert peers.stats.peers >= 1
+            # The queries it left behind run out in the core.
+            for _ in range(500):
+                if seeker.stats.outstanding == 0:
+                    break
+                await rt.sleep(0.01)
+            assert seeker.stats.outstanding == 0
+
+    rt.run(body)
