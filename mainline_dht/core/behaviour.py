@@ -140,7 +140,7 @@ class _LookupRun:
         if contact is None or self.finished:
             return  # a straggler the finished lookup left behind: the table learnt from it already
         self.lookup.on_failure(contact, now, error=error)
-        self.behaviour._advance(self, now)
+        self.behaviour._advance_later(self, now)
 
 
 class _Refresh:
@@ -227,6 +227,8 @@ class NodeBehaviour:
         self._proto = proto
         self._next_op = 0
         self._lookups: dict[OperationId, _LookupRun] = {}
+        # Lookups whose answers or failures await their next queries -> when (see flush).
+        self._dirty: dict[_LookupRun, float] = {}
         # The last lookups that finished, so a runtime can still read one that
         # ended the moment it started (nothing to ask).
         self._recent: OrderedDict[OperationId, Lookup] = OrderedDict()
@@ -400,6 +402,30 @@ class NodeBehaviour:
         if lookup.done:
             self._finish_run(run, now)
 
+    def _advance_later(self, run: _LookupRun, now: float) -> None:
+        """Choose the lookup's next queries once the answers that arrived with this one
+        are in (see :meth:`flush`); a finished lookup is reported at once."""
+        if run.lookup.done:
+            self._advance(run, now)
+        else:
+            self._dirty[run] = now
+
+    def flush(self) -> None:
+        """Send the next queries of the lookups that answers or failures moved on.
+
+        Called by the protocol before it hands out datagrams or names its next
+        timer. The answers of one received batch are all applied first, then each
+        lookup chooses whom to ask: with every closer node those answers named
+        in view, it wastes no query on a node one of them made needless (as the
+        trio driver did before the core drove lookups: 1 query per lookup fewer
+        at the median, tools/bench_lookup.py, 10,000 nodes).
+        """
+        while self._dirty:
+            dirty = self._dirty
+            self._dirty = {}
+            for run, now in dirty.items():
+                self._advance(run, now)
+
     def _lookup_answered(self, run: _LookupRun, key: TransactionKey, resp: ResponseMessage, now: float) -> None:
         contact = run.contacts.pop(key, None)
         if contact is None or run.finished:
@@ -413,7 +439,7 @@ class NodeBehaviour:
             self._proto._events.append(LookupPeersFound(run.op, tuple(new), now))
         if run.on_reply is not None:
             run.on_reply(now)
-        self._advance(run, now)
+        self._advance_later(run, now)
 
     def _finish_run(self, run: _LookupRun, now: float) -> None:
         run.finished = True

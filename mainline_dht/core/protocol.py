@@ -374,6 +374,8 @@ class NodeProtocol:
 
     def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
         """Return (and forget) the datagrams waiting to be sent, oldest first."""
+        if self._behaviour._dirty:
+            self._behaviour.flush()
         out = self._out
         self._out = []
         return out
@@ -384,6 +386,8 @@ class NodeProtocol:
 
     def get_timer(self) -> float | None:
         """Return when :meth:`handle_timer` must next be called (driver's clock, seconds)."""
+        if self._behaviour._dirty:  # (drivers take the datagrams first; this is a safeguard)
+            self._behaviour.flush()
         # Token secrets rotate lazily on use; only queries and peer expiry need waking.
         t = self._next_peer_sweep
         if self._deadlines:

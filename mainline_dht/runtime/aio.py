@@ -78,6 +78,8 @@ log = logging.getLogger(__name__)
 SOCKET_BUFFER_SIZE: Final = 4 * 1024 * 1024
 #: Datagrams read in a row after asyncio hands us one (see ``_UDP.datagram_received``).
 RECEIVE_DRAIN_MAX: Final = 256
+#: Datagrams of a burst handled before the replies so far are sent (as the trio node).
+RECEIVE_FLUSH_EVERY: Final = 32
 #: Largest datagram read (a DHT message is far smaller; UDP's limit).
 RECEIVE_SIZE: Final = 65536
 
@@ -200,17 +202,27 @@ class _UDP(asyncio.DatagramProtocol):
         # read on while it has more (as the trio transport does): the per-wake-up
         # cost is paid once per burst. tools/bench_serve.py --runtime asyncio.
         recvfrom = node._recvfrom
-        if recvfrom is None:
-            return
-        for _ in range(RECEIVE_DRAIN_MAX):
-            try:
-                data, addr = recvfrom(RECEIVE_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # ICMP errors and the like: asyncio's own read reports them
-                log.debug("UDP receive error: %s", exc)
-                return
-            node._datagram(data, (addr[0], addr[1]))
+        if recvfrom is not None:
+            unsent = 1
+            for _ in range(RECEIVE_DRAIN_MAX):
+                try:
+                    data, addr = recvfrom(RECEIVE_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as exc:  # ICMP errors and the like: asyncio's own read reports them
+                    log.debug("UDP receive error: %s", exc)
+                    break
+                node._datagram(data, (addr[0], addr[1]))
+                unsent += 1
+                if unsent == RECEIVE_FLUSH_EVERY:
+                    # Answer a burst as it is read, not at its end (as the trio node does).
+                    unsent = 0
+                    node._send_queued()
+        node._send_queued()
+        if not node._flush_scheduled:
+            # Events and the timer once per burst.
+            node._flush_scheduled = True
+            node._loop.call_soon(node._flush)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors (port unreachable, ...): the query times out in the core.
@@ -296,16 +308,10 @@ class AsyncioNode:
     # --- moving bytes and time -------------------------------------------------------
 
     def _datagram(self, data: bytes, addr: Address) -> None:
-        proto = self.proto
         try:
-            proto.receive_datagram(data, addr, self._loop.time())
+            self.proto.receive_datagram(data, addr, self._loop.time())
         except Exception:  # a bug, never bad input: the core drops that itself
             self._internal_errors.record(f"from {addr}")
-        self._send_queued()
-        if not self._flush_scheduled:
-            # Events and the timer once per burst, not per datagram.
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
 
     def _send_queued(self) -> None:
         transport = self._transport
