@@ -26,6 +26,7 @@ from mainline_dht.core.events import (
     BootstrapFailure,
     BootstrapFinished,
     Event,
+    ExternalAddressChanged,
     LookupFinished,
     LookupPeersFound,
     RefreshFinished,
@@ -33,8 +34,9 @@ from mainline_dht.core.events import (
 )
 from mainline_dht.core.protocol import NodeConfig, NodeProtocol
 from mainline_dht.errors import LocalProtocolError
+from mainline_dht.wire import bencode
 from mainline_dht.wire.contact import Address, Contact
-from mainline_dht.wire.krpc import FindNode, GetPeers
+from mainline_dht.wire.krpc import FindNode, GetPeers, Ping, pack_peer
 
 INFO_HASH = bytes(range(20))
 
@@ -376,3 +378,36 @@ def test_bootstrap_timer_is_part_of_get_timer() -> None:
     a.handle_timer(0.2)
     # Nothing answered by the deadline: no time left for a retry, the bootstrap fails.
     assert [type(e) for e in drain_events(a)] == [BootstrapFinished]
+
+
+def test_a_new_bep42_node_id_is_looked_up_then_the_table_refreshed_and_saved() -> None:
+    a = make_core("bep42")
+    rng = random.Random(4)
+    for i in range(40):
+        a.table.heard_from(Contact(rng.randbytes(20), (f"10.1.{i}.1", 6881)), 0.0, responded=True)
+    old_id = a.node_id
+    for i in range(10):  # ten repliers agree on our public address
+        src = (f"10.2.{i}.1", 6881)
+        key = a.send_query(Ping(), src, 1.0)
+        a.datagrams_to_send()
+        reply = {b"t": key[0], b"y": b"r", b"r": {b"id": rng.randbytes(20)}, b"ip": pack_peer(("21.43.65.87", 6881))}
+        a.receive_datagram(bencode.encode(reply), src, 1.0)
+    [changed] = [e for e in drain_events(a) if type(e) is ExternalAddressChanged]
+    assert changed.new_node_id == a.node_id != old_id
+    # The core looks its new ID up by itself, at once.
+    sent = [Datagram(("10.0.0.1", 6881), dst, data) for data, dst in a.datagrams_to_send()]
+    lookups = [d for d in sent if d.message[b"q"] == b"find_node"]
+    assert lookups and all(d.message[b"a"][b"target"] == a.node_id for d in lookups)
+    # Nobody answers (the contacts are made up): the lookup ends by timeouts, the
+    # buckets that are not full are refreshed, then the core asks for a save.
+    now, saves = 1.0, []
+    for _ in range(1000):
+        t = a.get_timer()
+        assert t is not None
+        now = t
+        a.handle_timer(now)
+        a.datagrams_to_send()
+        saves = [e for e in drain_events(a) if type(e) is SaveDue]
+        if saves:
+            break
+    assert saves and saves[0].at < 60.0  # (long before the save schedule's 300 s)
