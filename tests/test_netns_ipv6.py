@@ -54,3 +54,26 @@ def test_libtorrent_with_its_stock_per_ip_rules_on_distinct_ipv6_addresses() -> 
     assert out["accepted"] >= 8
     assert out["they_found"] == [[["fd00:0:0:100::1", 4711]]] * 2
     assert out["in_their_tables"] >= n // 2
+
+
+NAMES_SCRIPT = Path(__file__).with_name("netns_names.py")
+
+
+def test_names_resolve_per_family_and_the_cli_reaches_nodes_by_aaaa_records() -> None:
+    """``resolve_address`` reads AAAA records; ``ping NAME`` and ``--bootstrap NAME`` reach a node
+    that only an AAAA record (or both records) names. The names live in the namespace's /etc/hosts."""
+    proc = run_in_netns(
+        NAMES_SCRIPT,
+        addresses=["198.18.0.1", "198.18.0.2", "198.18.0.3", "fd00::1", "fd00::2", "fd00::3"],
+        hosts=[("fd00::1", "v6only.test"), ("198.18.0.1", "dual.test"), ("fd00::1", "dual.test")],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["dual"] == [["198.18.0.1", 6881], ["fd00::1", 6881]]
+    assert out["v6only"] == [["fd00::1", 6881]] and out["v6only_any"] == ["fd00::1", 6881]
+    assert out["v6only_as_v4"] == "no A record"
+    code, ping = out["ping"]
+    assert code == 0 and ping["address"] == "[fd00::1]:6881" and ping["ip"].startswith("[fd00::3]:")
+    code, peers, err = out["peers"]
+    assert code == 0, err
+    assert peers == [["198.18.0.2", 7000], ["fd00::2", 7000]]
