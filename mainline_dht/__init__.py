@@ -2,8 +2,10 @@
 
 The public API is re-exported here. The protocol logic (messages, routing
 table, tokens, peer store, lookups) lives in I/O-free modules; :mod:`.node` is
-the one trio layer on top; :mod:`mainline_dht.aio` is the same node on asyncio.
-:mod:`mainline_dht.testing` has an in-memory network for tests and simulations.
+the one trio layer on top; :mod:`mainline_dht.aio` is the same node on asyncio,
+and :mod:`mainline_dht.blocking` runs the trio node on a background thread for
+programs built on threads. :mod:`mainline_dht.testing` has an in-memory network
+for tests and simulations.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .errors import KRPCError as KRPCError
 from .errors import LocalProtocolError as LocalProtocolError
 from .errors import MetadataNotFound as MetadataNotFound
 from .errors import PeerProtocolError as PeerProtocolError
+from .errors import NodeClosedError as NodeClosedError
 from .errors import QueryTimeout as QueryTimeout
 from .errors import StateFileError as StateFileError
 from .core.events import ExternalAddressChanged as ExternalAddressChanged
@@ -105,6 +108,7 @@ __all__ = [
     "StateFileError",
     "MetadataNotFound",
     "PeerProtocolError",
+    "NodeClosedError",
     "PeerAnnounced",
     "ExternalAddressChanged",
     "AnnouncePeer",

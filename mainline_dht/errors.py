@@ -93,3 +93,12 @@ class MetadataNotFound(DHTError):
     def __init__(self, message: str, stats: Any = None) -> None:
         super().__init__(message)
         self.stats = stats
+
+
+class NodeClosedError(DHTError):
+    """The node was used after it was closed, or it was closed during the call.
+
+    Raised by the thread node (:mod:`mainline_dht.blocking`): a call made after
+    ``close()``, or in flight when another thread closed the node. When the
+    node stopped on an error of its own, that error is the ``__cause__``.
+    """

@@ -1,0 +1,85 @@
+"""A loopback network of our nodes running on a background thread, for tests of
+code that blocks (the thread node, programs run as subprocesses).
+
+The network runs under its own ``trio.run``; :meth:`ThreadedNetwork.run` hands it
+async work (announces, say) from the test's thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import trio
+
+from mainline_dht.runtime.localnet import LocalNetwork, open_local_network
+from mainline_dht.wire.contact import Address
+
+T = TypeVar("T")
+
+
+class ThreadedNetwork:
+    """A running :class:`LocalNetwork` and the token to reach its trio thread."""
+
+    def __init__(self, net: LocalNetwork, token: trio.lowlevel.TrioToken) -> None:
+        self.net = net
+        self._token = token
+
+    @property
+    def bootstrap_address(self) -> Address:
+        return self.net.bootstrap_address
+
+    def run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn()`` in the network's trio thread and return its result."""
+        async def call() -> T:
+            return await fn()
+
+        return trio.from_thread.run(call, trio_token=self._token)
+
+    def announce(self, i: int, info_hash: bytes, port: int) -> int:
+        """Node ``i`` announces ``info_hash`` on ``port``; returns the accepted count."""
+        node = self.net.nodes[i]
+        return self.run(lambda: node.announce(info_hash, port))
+
+
+@contextmanager
+def local_network_thread(n: int, *, base: Address, seed: int = 0) -> Iterator[ThreadedNetwork]:
+    """Start ``n`` joined nodes on loopback (see ``open_local_network``) on a thread."""
+    ready = threading.Event()
+    box: dict[str, object] = {}
+
+    async def main() -> None:
+        async with open_local_network(n, base=base, seed=seed) as net:
+            stop = trio.Event()
+            box["net"] = ThreadedNetwork(net, trio.lowlevel.current_trio_token())
+            box["stop"] = stop
+            ready.set()
+            await stop.wait()
+
+    def run() -> None:
+        try:
+            trio.run(main)
+        except BaseException as exc:
+            box["error"] = exc
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=run, name="test loopback network", daemon=True)
+    thread.start()
+    ready.wait()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    threaded = box["net"]
+    assert isinstance(threaded, ThreadedNetwork)
+    stop = box["stop"]
+    assert isinstance(stop, trio.Event)
+    try:
+        yield threaded
+    finally:
+        trio.from_thread.run_sync(stop.set, trio_token=threaded._token)
+        thread.join(30)
+        assert not thread.is_alive()
+        if "error" in box:
+            raise box["error"]  # type: ignore[misc]
