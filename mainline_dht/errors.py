@@ -1,12 +1,19 @@
 """The exception tree of mainline-dht.
 
 Every exception the library raises on purpose derives from :class:`DHTError`.
-This module imports nothing from the rest of the package.
+This module imports nothing from the rest of the package at run time.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:  # for annotations only: no import cycle at run time
+    from .metadata.fetcher import FetchStats
+
+#: ``(host, port)``; the same as :data:`mainline_dht.wire.contact.Address`, spelt
+#: out here because this module imports nothing from the package.
+_Address: TypeAlias = tuple[str, int]
 
 
 class DHTError(Exception):
@@ -39,10 +46,10 @@ class KRPCError(DHTError):
     Attributes:
         code: the error code (201 generic, 202 server, 203 protocol, 204 method unknown).
         message: the text the remote sent.
-        addr: the remote address.
+        addr: the remote address, when known.
     """
 
-    def __init__(self, code: int, message: str, addr: Any = None) -> None:
+    def __init__(self, code: int, message: str, addr: _Address | None = None) -> None:
         super().__init__(f"KRPC error {code} from {addr}: {message}")
         self.code = code
         self.message = message
@@ -57,7 +64,7 @@ class QueryTimeout(DHTError):
         method: the query's method name (bytes, e.g. ``b"ping"``).
     """
 
-    def __init__(self, addr: Any, method: bytes = b"") -> None:
+    def __init__(self, addr: _Address, method: bytes = b"") -> None:
         super().__init__(f"no reply from {addr} to {method.decode('ascii', 'replace') or 'query'}")
         self.addr = addr
         self.method = method
@@ -90,7 +97,7 @@ class MetadataNotFound(DHTError):
         stats: what the fetch tried (a ``FetchStats``), for the message and for programs.
     """
 
-    def __init__(self, message: str, stats: Any = None) -> None:
+    def __init__(self, message: str, stats: FetchStats | None = None) -> None:
         super().__init__(message)
         self.stats = stats
 
