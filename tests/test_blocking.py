@@ -266,3 +266,20 @@ def test_node_left_open_stops_and_saves_at_interpreter_exit(net: ThreadedNetwork
 def test_public_module_names() -> None:
     assert mainline_dht.blocking.Node is Node
     assert set(mainline_dht.blocking.__all__) <= set(dir(mainline_dht.blocking))
+
+
+def test_a_node_that_crashed_says_why(net: ThreadedNetwork) -> None:
+    node = open_node(net, 13, join=False)
+
+    async def crash() -> None:
+        raise RuntimeError("a bug in the node")
+
+    # A task of the node's own fails (as a bug would): the node stops, and every
+    # later call says so, with the bug as the cause.
+    node._runner.start_task(lambda nursery: nursery.start_soon(crash))
+    node._runner.thread.join(WAIT)
+    assert node.closed
+    with pytest.raises(NodeClosedError, match="stopped on an error") as closed:
+        node.stats()
+    assert isinstance(closed.value.__cause__, RuntimeError)
+    node.close()
