@@ -45,13 +45,16 @@ class ThreadedNetwork:
 
 
 @contextmanager
-def local_network_thread(n: int, *, base: Address, seed: int = 0) -> Iterator[ThreadedNetwork]:
-    """Start ``n`` joined nodes on loopback (see ``open_local_network``) on a thread."""
+def local_network_thread(n: int, *, base: Address, seed: int = 0, ipv6: bool = False) -> Iterator[ThreadedNetwork]:
+    """Start ``n`` joined nodes on loopback (see ``open_local_network``) on a thread.
+
+    With ``ipv6`` the nodes are on ``::1`` (``base`` gives only the port).
+    """
     ready = threading.Event()
     box: dict[str, object] = {}
 
     async def main() -> None:
-        async with open_local_network(n, base=base, seed=seed) as net:
+        async with open_local_network(n, base=base, seed=seed, ipv6=ipv6) as net:
             stop = trio.Event()
             box["net"] = ThreadedNetwork(net, trio.lowlevel.current_trio_token())
             box["stop"] = stop

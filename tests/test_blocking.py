@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 import mainline_dht.blocking
+import mainline_dht.runtime.blocking
 from mainline_dht import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
 from mainline_dht.blocking import Node, NodeClosedError
 from mainline_dht.runtime.state_file import load_contacts
@@ -124,38 +125,40 @@ def _feeds(node: Node) -> int:
     return len(tasks.child_tasks)
 
 
-def test_iter_peers_stops_its_lookup_when_the_reader_leaves(net: ThreadedNetwork) -> None:
+def test_iter_peers_stops_its_lookup_when_the_reader_leaves(net: ThreadedNetwork,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     h = info_hash("leave early")
     for i in range(1, 6):
         net.announce(i, h, 43000 + i)
-    # A silent "router" keeps each lookup waiting for its answer for seconds
-    # after the first peers arrived: leaving early must not wait for it.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
-        silent.bind((bind(9)[0], 0))
-        with open_node(net, 3, bootstrap=[silent.getsockname(), net.bootstrap_address], join=False) as node:
-            peers = node.iter_peers(h, timeout=WAIT)
-            first = next(peers)
-            assert first[1] in range(43001, 43006)
+    # With room for one waiting peer, the lookup of five is still running (held
+    # up by its reader) when the reader leaves after the first.
+    monkeypatch.setattr(mainline_dht.runtime.blocking, "PEER_BUFFER", 1)
+    with open_node(net, 3, join=False) as node:
+        peers = node.iter_peers(h, timeout=WAIT)
+        first = next(peers)
+        assert first[1] in range(43001, 43006)
+        assert _feeds(node) == 1
+        peers.close()  # returns once the lookup has stopped
+        assert _feeds(node) == 0
+        with pytest.raises(StopIteration):
+            next(peers)
+
+        with node.iter_peers(h, timeout=WAIT) as peers:
+            for peer in peers:
+                break
             assert _feeds(node) == 1
-            peers.close()  # returns once the lookup has stopped
-            assert _feeds(node) == 0
-            with pytest.raises(StopIteration):
-                next(peers)
+        assert _feeds(node) == 0
 
-            with node.iter_peers(h, timeout=WAIT) as peers:
-                for peer in peers:
-                    break
-            assert _feeds(node) == 0
-
-            for peer in node.iter_peers(h, timeout=WAIT):
-                break  # the iterator is dropped here: it stops its lookup without waiting
-            for _ in range(int(WAIT / 0.01)):
-                if _feeds(node) == 0:
-                    break
-                threading.Event().wait(0.01)
-            assert _feeds(node) == 0
-            # the node carries on serving calls
-            assert node.ping(net.bootstrap_address).sender_id == net.net.nodes[0].node_id
+        for peer in node.iter_peers(h, timeout=WAIT):
+            break  # the iterator is dropped here: it stops its lookup without waiting
+        for _ in range(int(WAIT / 0.01)):
+            if _feeds(node) == 0:
+                break
+            threading.Event().wait(0.01)
+        assert _feeds(node) == 0
+        # the node carries on, and a reader that stays gets every peer
+        assert set(node.iter_peers(h, timeout=WAIT)) == {(net.net.nodes[i].local_address[0], 43000 + i)
+                                                         for i in range(1, 6)}
 
 
 def test_iter_peers_checks_the_info_hash_at_once(net: ThreadedNetwork) -> None:
@@ -283,3 +286,16 @@ def test_a_node_that_crashed_says_why(net: ThreadedNetwork) -> None:
         node.stats()
     assert isinstance(closed.value.__cause__, RuntimeError)
     node.close()
+
+
+def test_dual_stack_node_finds_peers_in_both_families(net: ThreadedNetwork) -> None:
+    h = info_hash("dual stack")
+    with local_network_thread(10, base=("127.0.80.1", 0), seed=86, ipv6=True) as net6:
+        assert net.announce(1, h, 47001) > 0
+        assert net6.announce(1, h, 47002) > 0
+        with Node([bind(15), ("::1", 0)], bootstrap=[net.bootstrap_address, net6.bootstrap_address],
+                  config=net.net.config, rng=random.Random("blocking:15")) as node:
+            assert [a[0] for a in node.local_addresses] == [bind(15)[0], "::1"]
+            assert node.local_address == node.local_addresses[0]
+            assert set(node.get_peers(h, timeout=WAIT)) == {(net.net.nodes[1].local_address[0], 47001),
+                                                            ("::1", 47002)}

@@ -93,7 +93,7 @@ class _Runner:
         self._close_requested = False
         self.node: DHTNode | None = None
         self.token: trio.lowlevel.TrioToken | None = None
-        self.local_address: Address = ("", 0)
+        self.local_addresses: tuple[Address, ...] = ()
         #: Why the trio run ended, when it ended on an error (start-up or later).
         self.error: BaseException | None = None
         self._stop: trio.Event | None = None
@@ -130,7 +130,7 @@ class _Runner:
             self._stop = trio.Event()
             self._drained = trio.Event()
             self.token = trio.lowlevel.current_trio_token()
-            self.local_address = node.local_address
+            self.local_addresses = tuple(overlay.local_address for overlay in node.overlays)
             self.node = node
             self._ready.set()
             await self._stop.wait()
@@ -263,7 +263,11 @@ class Node:
     :class:`~mainline_dht.errors.NodeClosedError`.
 
     Args:
-        bind: the UDP address to bind.
+        bind: the UDP address to bind, or one address per family (IPv4, IPv6)
+            for a dual-stack node. Default: ``0.0.0.0:6881`` and, where the
+            host has IPv6, ``[::]:6881``.
+        port: the port of the default addresses (when ``bind`` is ``None``);
+            0 lets the system choose.
         bootstrap: nodes to join through; they never enter the routing table.
         state_path: routing-table file: read at start (our ID and contacts are
             reused) and saved periodically and on close. ``None``: no persistence.
@@ -274,13 +278,15 @@ class Node:
         bootstrap_timeout: seconds to wait for the first answer when joining.
 
     Raises:
-        OSError: ``bind`` cannot be bound.
+        OSError: an address cannot be bound.
+        LocalProtocolError: two addresses of one family.
     """
 
     def __init__(
         self,
-        bind: Address = ("0.0.0.0", DEFAULT_PORT),
+        bind: Address | Sequence[Address] | None = None,
         *,
+        port: int = DEFAULT_PORT,
         bootstrap: Sequence[Address] = DEFAULT_BOOTSTRAP,
         state_path: str | os.PathLike[str] | None = None,
         join: bool = True,
@@ -293,6 +299,7 @@ class Node:
             functools.partial(
                 open_node,
                 bind,
+                port=port,
                 bootstrap=tuple(bootstrap),
                 state_path=state_path,
                 join=join,
@@ -338,8 +345,13 @@ class Node:
 
     @property
     def local_address(self) -> Address:
-        """The address the node's UDP socket is bound to."""
-        return self._runner.local_address
+        """The address the node's UDP socket is bound to (its IPv4 socket's, when it has both)."""
+        return self._runner.local_addresses[0]
+
+    @property
+    def local_addresses(self) -> tuple[Address, ...]:
+        """The address of each of the node's UDP sockets: IPv4 first, then IPv6 (BEP 32)."""
+        return self._runner.local_addresses
 
     @property
     def node_id(self) -> bytes:
