@@ -141,6 +141,13 @@ class Lines:
         assert line is not None, "the process ended"
         return line
 
+    def rest(self) -> str:
+        """Every line still to come, once the process has closed its output."""
+        lines = []
+        while (line := self._queue.get(timeout=WAIT)) is not None:
+            lines.append(line)
+        return "".join(lines)
+
 
 @dataclass
 class RunningTestnet:
@@ -234,9 +241,9 @@ def test_node(testnet: RunningTestnet, tmp_path: Path) -> None:
     # --status-interval (a hidden option) makes it report soon that it has joined.
     argv = command("node", testnet.bootstrap) + ["--status-interval", "0.2"]
     proc = subprocess.Popen(argv, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    lines = Lines(proc.stdout)  # reads all of stdout, to the end
     try:
-        assert proc.stdout is not None
-        lines = Lines(proc.stdout)
         assert re.match(r"node [0-9a-f]{40} on UDP 127\.0\.0\.1:\d+; routing table file node\.dat", lines.next())
         for _ in range(int(WAIT / 0.2)):
             status = lines.next()
@@ -245,9 +252,11 @@ def test_node(testnet: RunningTestnet, tmp_path: Path) -> None:
         assert re.search(r"\b[1-9]\d* contacts", status), status
     finally:
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=WAIT)
+        proc.wait(WAIT)
+    assert proc.stderr is not None
+    err = proc.stderr.read()  # little: warnings only
     assert proc.returncode == 0, err
-    assert re.search(r"stopped; [1-9]\d* contacts saved to node\.dat", out)
+    assert re.search(r"stopped; [1-9]\d* contacts saved to node\.dat", lines.rest())
     _, contacts = load_contacts(tmp_path / "node.dat")
     assert contacts
 
