@@ -236,6 +236,14 @@ def test_embed_threads_py(testnet: RunningTestnet, tmp_path: Path) -> None:
     assert contacts
 
 
+def test_embed_asyncio_py(testnet: RunningTestnet, tmp_path: Path) -> None:
+    out = run_python("embed_asyncio.py", testnet.bootstrap, tmp_path).stdout.splitlines()
+    assert out[0] == f"peer {ANNOUNCED_PEER}"
+    assert re.fullmatch(r"[1-9]\d* nodes accepted the announce", out[1]) and len(out) == 2
+    _, contacts = load_contacts(tmp_path / "client-dht.dat")
+    assert contacts
+
+
 def test_node(testnet: RunningTestnet, tmp_path: Path) -> None:
     """The node starts, joins, and on Ctrl-C stops and saves its routing table."""
     # --status-interval (a hidden option) makes it report soon that it has joined.
@@ -263,4 +271,4 @@ def test_node(testnet: RunningTestnet, tmp_path: Path) -> None:
 
 #: The examples the tests above check, by name.
 CHECKED = {"testnet", "ping", "announce", "peers", "lookup.py", "announce.py", "embed_trio.py",
-           "embed_threads.py", "node"}
+           "embed_threads.py", "embed_asyncio.py", "node"}

@@ -35,10 +35,12 @@ from netthread import local_network_thread
 ROOT = Path(__file__).resolve().parent.parent
 USER_PROGRAM = ROOT / "tests" / "typing_examples" / "user_program.py"
 #: The modules a user imports names from.
-PUBLIC_MODULES = ("mainline_dht", "mainline_dht.blocking")
+PUBLIC_MODULES = ("mainline_dht", "mainline_dht.aio", "mainline_dht.blocking")
 #: Public names whose revealed type may hold ``Any``, and why.
 ALLOWED_ANY = {
     "mainline_dht.DHTNode.get_peers": "**lookup_options: Any, passed on to Lookup",
+    "mainline_dht.aio.AsyncioNode.get_peers": "**lookup_options: Any, passed on to Lookup",
+    "mainline_dht.aio.PeerStream": "its constructor's lookup options, passed on to Lookup (users get it from get_peers)",
     "mainline_dht.serve_node": "**options: Any, passed on to open_node",
     "mainline_dht.NodeProtocol.start_lookup": "**options: Any, passed on to Lookup",
     "mainline_dht.fetch_metadata": "node: Any, any running node with get_peers (a Protocol would type it)",
@@ -157,7 +159,7 @@ def test_user_program_runs() -> None:
                                 env={**os.environ, "PYTHONPATH": str(ROOT)},
                                 capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "trio: 1 peers; threads: 2 peers\n"
+    assert result.stdout == "trio: 1 peers; asyncio: 1 peers; threads: 2 peers\n"
 
 
 def test_package_ships_py_typed() -> None:

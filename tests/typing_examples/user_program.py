@@ -1,9 +1,10 @@
 # mypy: disallow-any-expr
 """A program written the way a user of mainline-dht would write one.
 
-tests/test_typing.py checks it with ``mypy --strict`` plus ``disallow-any-expr``:
-any value it gets from the library that mypy sees as ``Any`` (a public name that
-lost its types) is an error. ``assert_type`` pins the types a caller relies on.
+It uses all three runtimes: trio, asyncio (mainline_dht.aio) and threads
+(mainline_dht.blocking). tests/test_typing.py checks it with ``mypy --strict``
+plus ``disallow-any-expr``: any value it gets from the library that mypy sees as
+``Any`` (a public name that lost its types) is an error. ``assert_type`` pins the types a caller relies on.
 The same test runs it against a loopback network, so the program is also right.
 
 Usage: ``python user_program.py HOST:PORT`` (a node of the network to join).
@@ -11,6 +12,7 @@ Usage: ``python user_program.py HOST:PORT`` (a node of the network to join).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sys
 import threading
@@ -19,6 +21,7 @@ from typing import assert_type
 import trio
 
 import mainline_dht
+import mainline_dht.aio
 import mainline_dht.blocking
 from mainline_dht import (
     Address,
@@ -83,6 +86,27 @@ async def with_trio(bootstrap: Address) -> list[Address]:
     return found
 
 
+async def with_asyncio(bootstrap: Address) -> list[Address]:
+    """The same on asyncio: mainline_dht.aio."""
+    found: list[Address] = []
+    async with mainline_dht.aio.open_node(("127.0.0.1", 0), bootstrap=[bootstrap]) as node:
+        assert_type(node, mainline_dht.aio.AsyncioNode)
+        assert_type(await node.bootstrap(timeout=10), int)
+        async with node.get_peers(INFO_HASH) as peers:
+            assert_type(peers, mainline_dht.aio.PeerStream)
+            async for ip, port in peers:
+                assert_type(ip, str)
+                assert_type(port, int)
+                found.append((ip, port))
+        assert_type(peers.stats, LookupStats)
+        assert_type(await node.announce(INFO_HASH, port=PEER_PORT), int)
+        assert_type(await node.ping(bootstrap), ResponseMessage)
+        assert_type(await node.find_node(INFO_HASH), list[Contact])
+        assert_type(await node.sample_infohashes(bootstrap), ResponseMessage)
+        assert_type(node.stats, NodeStats)
+    return found
+
+
 def with_threads(bootstrap: Address) -> list[Address]:
     """The same from threads: mainline_dht.blocking."""
     results: list[list[Address]] = []
@@ -120,8 +144,9 @@ def main() -> None:
     bootstrap = parse_address(sys.argv[1])
     assert_type(bootstrap, Address)
     from_trio = trio.run(with_trio, bootstrap)
+    from_asyncio = asyncio.run(with_asyncio(bootstrap))
     from_threads = with_threads(bootstrap)
-    print(f"trio: {len(from_trio)} peers; threads: {len(from_threads)} peers")
+    print(f"trio: {len(from_trio)} peers; asyncio: {len(from_asyncio)} peers; threads: {len(from_threads)} peers")
 
 
 if __name__ == "__main__":
