@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from .runtime.node import PeerStream as PeerStream
     from .runtime.node import open_node as open_node
     from .runtime.node import resolve_address as resolve_address
+    from .runtime.node import resolve_addresses as resolve_addresses
     from .runtime.node import serve_node as serve_node
     from .metadata import FetchStats as FetchStats
     from .metadata import FileEntry as FileEntry
@@ -73,6 +74,7 @@ _LAZY: dict[str, str] = {
     "PeerStream": "mainline_dht.runtime.node",
     "open_node": "mainline_dht.runtime.node",
     "resolve_address": "mainline_dht.runtime.node",
+    "resolve_addresses": "mainline_dht.runtime.node",
     "serve_node": "mainline_dht.runtime.node",
     "FetchStats": "mainline_dht.metadata",
     "FileEntry": "mainline_dht.metadata",
@@ -128,6 +130,7 @@ __all__ = [
     "open_node",
     "parse_address",
     "resolve_address",
+    "resolve_addresses",
     "serve_node",
     "NodeConfig",
     "NodeProtocol",

@@ -143,3 +143,23 @@ def test_demo_ipv6_finds_every_announced_peer(capsys: pytest.CaptureFixture[str]
     summary = events[-1]
     assert summary["event"] == "demo" and summary["found"] == summary["announced"] > 0
     assert "on ::1, distinct ports" in err
+
+
+def test_node_json_reports_each_overlay(net6: Net6) -> None:
+    proc = _spawn("node", "--bind", "127.0.70.10:0", "--bind", "[::1]:0", "--bootstrap", _v6(net6.bootstrap),
+                  "--no-state", "--json", "--status-interval", "0.2")
+    started = json.loads(_read_line(proc.stdout, 20))
+    assert started["event"] == "started" and len(started["addresses"]) == 2
+    assert started["addresses"][0].startswith("127.0.70.10:") and started["addresses"][1].startswith("[::1]:")
+    status: dict[str, object] = {}
+    for _ in range(100):
+        status = json.loads(_read_line(proc.stdout, 20))
+        overlays = cast("list[dict[str, object]]", status["overlays"])
+        if overlays[1]["table_size"]:
+            break
+    overlays = cast("list[dict[str, object]]", status["overlays"])
+    assert [o["family"] for o in overlays] == [4, 6]
+    assert cast(int, overlays[1]["table_size"]) > 0 and overlays[1]["address"] == started["addresses"][1]
+    assert status["id"] == overlays[0]["id"]
+    code, _, _ = _stop(proc)
+    assert code == cli.EXIT_OK
