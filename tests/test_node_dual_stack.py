@@ -8,6 +8,7 @@ that family's overlay has it. Outcomes only, never task interleavings.
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -176,3 +177,21 @@ async def test_a_dual_stack_node_saves_both_tables_and_rejoins_from_them(
                 await b.bootstrap()
                 assert all(len(o.table) > 0 for o in b.overlays)
                 assert all((":" in e.addr[0]) == (o.family == 6) for o in b.overlays for e in o.table)
+
+
+async def test_an_overlay_without_routers_retries_quietly_while_the_other_works(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with trio.fail_after(VIRTUAL_LIMIT):
+        async with mixed_network(per_kind=3) as m:
+            net = m.net
+            transports = [net.open_transport(("10.8.0.1", 6881)), net.open_transport(("fd00::8:1", 6881))]
+            # Only an IPv4 router: the IPv6 overlay has nothing to join through.
+            async with open_node(transport=transports, bootstrap=[m.dual[0].local_address], rng=random.Random(3)) as a:
+                await a.bootstrap()
+                assert len(a.table) > 0 and len(a.overlay(6).table) == 0  # type: ignore[union-attr]
+                caplog.clear()
+                with caplog.at_level(logging.INFO, logger="mainline_dht.runtime.node"):
+                    await trio.sleep(120)
+                retries = [r for r in caplog.records if "IPv6:" in r.getMessage()]
+                assert retries and all(r.levelno == logging.INFO for r in retries)

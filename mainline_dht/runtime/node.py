@@ -722,7 +722,11 @@ class DHTNode:
         try:
             await self._join_overlay()
         except BootstrapError as exc:
-            log.warning("%s Retrying in %g s.", exc, self.proto.rejoin_delay)
+            # A dual-stack node whose other overlay is in the DHT works on: this
+            # family may simply be unreachable here (no IPv6 route, say).
+            other = self._primary or self._twin
+            level = logging.INFO if other is not None and len(other.proto.table) else logging.WARNING
+            log.log(level, "IPv%d: %s Retrying in %g s.", self.family, exc, self.proto.rejoin_delay)
 
     async def refresh_buckets(self, *, limit: int | None = None, not_full: bool = False) -> int:
         """Look up a random ID in buckets that need it (BEP 5 refresh).
