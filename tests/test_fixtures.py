@@ -24,6 +24,7 @@ from mainline_dht.wire.krpc import (
     AnnouncePeer,
     ErrorCode,
     ErrorMessage,
+    Get,
     GetPeers,
     Message,
     QueryMessage,
@@ -216,7 +217,7 @@ def test_our_queries_decode_as_sent() -> None:
     assert isinstance(scrape, QueryMessage) and scrape.query == GetPeers(scrape.query.info_hash, scrape=True)  # type: ignore[union-attr]
     assert _decode("query_unknown_method.bin").query == UnknownQuery(b"frobnicate")  # type: ignore[union-attr]
     get = _decode("query_get_immutable.bin")
-    assert isinstance(get, QueryMessage) and isinstance(get.query, UnknownQuery) and get.query.target is not None
+    assert isinstance(get, QueryMessage) and isinstance(get.query, Get)  # BEP 44
 
 
 # --- malformed corpus --------------------------------------------------------------------------

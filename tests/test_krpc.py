@@ -129,7 +129,7 @@ QUERIES: list[Query] = [
     AnnouncePeer(ID_B, 6881, b"tok", implied_port=True, seed=True),
     SampleInfohashes(ID_B),
     UnknownQuery(b"vote"),
-    UnknownQuery(b"get", ID_B),
+    UnknownQuery(b"lookup_v9", ID_B),
 ]
 
 
@@ -642,21 +642,21 @@ def test_announce_flags() -> None:
 
 def test_unknown_method_keeps_a_target_or_info_hash() -> None:
     for key in (b"target", b"info_hash"):
-        msg = decode_message_untrusted(_query({b"id": ID_A, key: ID_B}, b"get"))
+        msg = decode_message_untrusted(_query({b"id": ID_A, key: ID_B}, b"lookup_v9"))
         assert isinstance(msg, QueryMessage)
-        assert msg.query == UnknownQuery(b"get", ID_B)
+        assert msg.query == UnknownQuery(b"lookup_v9", ID_B)
     both = decode_message_untrusted(_query({b"id": ID_A, b"target": ID_B, b"info_hash": ID_A}, b"x"))
     assert isinstance(both, QueryMessage)
     assert both.query == UnknownQuery(b"x", ID_B)  # target is preferred
     for args in ({b"id": ID_A}, {b"id": ID_A, b"target": b"short"}, {b"id": ID_A, b"info_hash": 20}):
-        msg = decode_message_untrusted(_query(args, b"put"))
+        msg = decode_message_untrusted(_query(args, b"store_v9"))
         assert isinstance(msg, QueryMessage)
-        assert msg.query == UnknownQuery(b"put", None)
+        assert msg.query == UnknownQuery(b"store_v9", None)
 
 
 def test_unknown_method_still_needs_a_valid_id() -> None:
     with pytest.raises(DecodeError) as info:
-        decode_message_untrusted(_query({b"target": ID_B}, b"get"))
+        decode_message_untrusted(_query({b"target": ID_B}, b"lookup_v9"))
     assert info.value.is_query and info.value.tid == b"aa"
 
 

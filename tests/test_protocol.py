@@ -292,7 +292,7 @@ def test_unknown_method_with_a_target_is_answered_like_find_node(key: bytes) -> 
     core = make_core("s")
     populate(core, 40)
     target = b"\x99" * 20
-    unknown = only_reply(core, raw_query(b"get", {key: target}))
+    unknown = only_reply(core, raw_query(b"lookup_v9", {key: target}))
     find = only_reply(core, raw_query(b"find_node", {b"target": target}))
     assert unknown[b"y"] == b"r"
     assert unknown[b"r"][b"nodes"] == find[b"r"][b"nodes"] != b""

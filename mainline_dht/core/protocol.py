@@ -1,6 +1,7 @@
 """The sans-I/O DHT node: KRPC in, KRPC out, no sockets and no clock.
 
-Owns: answering queries (``ping``, ``find_node``, ``get_peers``, ``announce_peer``,
+Owns: answering queries (``ping``, ``find_node``, ``get_peers`` with BEP 33 scrapes,
+``announce_peer``, BEP 44 ``get``/``put``,
 ``sample_infohashes``), matching replies to our own queries by (``t``, address),
 query timeouts, learning contacts into the routing table per BEP 5 (verification
 pings for unverified nodes, pings to questionable nodes before eviction), token
@@ -64,6 +65,7 @@ from .events import (
 )
 from .lookup import Lookup
 from .behaviour import NodeBehaviour, QueryOwner
+from . import items, scrape
 from .external_ip import ExternalAddressVoter
 from ..wire.krpc import (
     COMPACT_NODE_V4,
@@ -73,7 +75,9 @@ from ..wire.krpc import (
     ErrorCode,
     ErrorMessage,
     FindNode,
+    Get,
     GetPeers,
+    Put,
     QUERY_FIND_NODE,
     QUERY_GET_PEERS,
     QUERY_PING,
@@ -211,6 +215,10 @@ class NodeConfig:
     known_source_reserve: float = DEFAULT_KNOWN_SOURCE_RESERVE
     """Share of the global budget that only routing-table contacts may spend
     (sources served before may not): table contacts are served first."""
+    item_ttl: float = items.DEFAULT_ITEM_TTL
+    """BEP 44: seconds a stored item lives unless put again."""
+    max_items: int = items.DEFAULT_MAX_ITEMS
+    """BEP 44: items stored at once (and :data:`~.items.DEFAULT_MAX_ITEMS_PER_IP` per writer IP)."""
     bep42_node_id: bool = True
     """BEP 42: when the nodes that answer us agree on our external address and
     our node ID is not valid for it, take a new ID that is. Nodes that enforce or
@@ -234,6 +242,7 @@ class ProtocolStats:
     timeouts: int = 0
     bad_tokens: int = 0
     announces_accepted: int = 0
+    items_stored: int = 0
     verification_pings: int = 0
     pings_rate_limited: int = 0
     #: Datagrams dropped unread: their source was over its budget, banned, or
@@ -298,10 +307,13 @@ class NodeProtocol:
         self.sibling = sibling
         self.tokens: TokenManager
         self.peer_store: PeerStore
+        #: BEP 44 items put to us (shared with a sibling, as tokens and peers are).
+        self.item_store: items.ItemStore
         if sibling is not None:
             sibling.sibling = self
             self.tokens = sibling.tokens
             self.peer_store = sibling.peer_store
+            self.item_store = sibling.item_store
         else:
             self.tokens = TokenManager(rng=rng, rotate_every=config.token_rotation, now=now)
             store_kwargs: dict[str, int] = {}
@@ -310,6 +322,7 @@ class NodeProtocol:
             if config.max_peers_per_infohash is not None:
                 store_kwargs["max_peers_per_infohash"] = config.max_peers_per_infohash
             self.peer_store = PeerStore(ttl=config.peer_ttl, **store_kwargs)
+            self.item_store = items.ItemStore(ttl=config.item_ttl, max_items=config.max_items)
         self.stats = ProtocolStats()
         #: Our address as others report it (BEP 42 ``ip``), most recent votes.
         self.reported_addresses: deque[Address] = deque(maxlen=32)
@@ -432,6 +445,7 @@ class NodeProtocol:
         self.tokens.rotate_if_due(now)
         if now >= self._next_peer_sweep:
             self.peer_store.expire(now)
+            self.item_store.expire(now)
             self._next_peer_sweep = now + PEER_EXPIRY_SWEEP
         self._behaviour.handle_timer(now)
 
@@ -835,7 +849,7 @@ class NodeProtocol:
                 QUERY_FIND_NODE, query.method, msg.tid, msg.sender_id, query.target, msg.read_only, addr, now, want
             )
             return
-        if isinstance(query, GetPeers):
+        if isinstance(query, GetPeers) and not (query.scrape or query.noseed):
             self._answer(
                 QUERY_GET_PEERS, query.method, msg.tid, msg.sender_id, query.info_hash, msg.read_only, addr, now, want
             )
@@ -857,6 +871,27 @@ class NodeProtocol:
             r[b"num"] = self.peer_store.num_infohashes
             r[b"interval"] = self.config.sample_interval
             self._reply(msg.tid, addr, r)
+        elif isinstance(query, GetPeers):  # with BEP 33 flags
+            v6 = ":" in addr[0]
+            values, bfsd, bfpe = scrape.scrape_reply(
+                self.peer_store, query.info_hash, now, self.rng, self._max_values_v6 if v6 else self._max_values,
+                scrape=query.scrape, noseed=query.noseed, ipv6=v6,
+            )
+            r = self._nodes_dict(query.info_hash, want, addr)
+            r[b"token"] = self.tokens.issue(addr[0], now)
+            if values:
+                r[b"values"] = [_compact_peer(p) for p in values]
+            if bfsd is not None and bfpe is not None:
+                r[b"BFsd"] = bfsd
+                r[b"BFpe"] = bfpe
+            self._reply(msg.tid, addr, r)
+        elif isinstance(query, Get):  # BEP 44
+            r = items.get_reply_fields(self.item_store, query, now)
+            r.update(self._nodes_dict(query.target, want, addr))
+            r[b"token"] = self.tokens.issue(addr[0], now)
+            self._reply(msg.tid, addr, r)
+        elif isinstance(query, Put):  # BEP 44
+            self._answer_put(msg, query, addr, now)
         elif query.target is not None:
             self._reply(msg.tid, addr, self._nodes_dict(query.target, want, addr))
         else:
@@ -1050,6 +1085,19 @@ class NodeProtocol:
         self._events.append(PeerAnnounced(query.info_hash, peer, query.seed))
         self._reply(msg.tid, addr, {})
 
+    def _answer_put(self, msg: QueryMessage, query: Put, addr: Address, now: float) -> None:
+        if not self.tokens.is_valid(query.token, addr[0], now):
+            self.stats.bad_tokens += 1
+            self._send_error(msg.tid, ErrorCode.PROTOCOL, "bad token", addr)
+            return
+        try:
+            items.store_put(self.item_store, query, addr[0], now)
+        except items.ItemError as exc:
+            self._send_error(msg.tid, exc.code, exc.message, addr)
+            return
+        self.stats.items_stored += 1
+        self._reply(msg.tid, addr, {})
+
     def _reply(self, tid: bytes, addr: Address, r: dict[bytes, object]) -> None:
         r[b"id"] = self.node_id
         d: dict[bytes, object] = {b"t": tid, b"y": b"r", b"r": r, b"ip": _compact_peer(addr)}
@@ -1058,7 +1106,7 @@ class NodeProtocol:
         self._out.append((bencode.encode(d), addr))
         self.stats.replies_sent += 1
 
-    def _send_error(self, tid: bytes, code: ErrorCode, text: str, addr: Address) -> None:
+    def _send_error(self, tid: bytes, code: int, text: str, addr: Address) -> None:
         data = encode_message(ErrorMessage(tid, int(code), text[:200], addr, self._version))
         self._out.append((data, addr))
         self.stats.errors_sent += 1

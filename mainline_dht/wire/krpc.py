@@ -30,6 +30,8 @@ __all__ = [
     "GetPeers",
     "AnnouncePeer",
     "SampleInfohashes",
+    "Get",
+    "Put",
     "UnknownQuery",
     "Query",
     "QueryMessage",
@@ -149,6 +151,53 @@ class SampleInfohashes:
 
 
 @dataclass(frozen=True, slots=True)
+class Get:
+    """``get``: the item stored under ``target``, or nodes closer to it (BEP 44).
+
+    ``seq``: send the value only if its sequence number is higher (mutable items).
+    """
+
+    target: bytes
+    seq: int | None = None
+    method = b"get"
+
+    def __post_init__(self) -> None:
+        _check_id(self.target, "target")
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """``put``: store an item (BEP 44). Immutable when ``public_key`` is ``None``.
+
+    Attributes:
+        token: the write token a ``get`` reply gave us.
+        value: the bencoded ``v``, verbatim (it is what is hashed and signed).
+        public_key: ``k``, the 32-byte ed25519 key of a mutable item.
+        seq: ``seq`` of a mutable item.
+        signature: ``sig``, 64 bytes, of a mutable item.
+        salt: ``salt`` of a mutable item (empty: none).
+        cas: ``cas``, the sequence number the put expects to replace.
+    """
+
+    token: bytes
+    value: bytes
+    public_key: bytes | None = None
+    seq: int | None = None
+    signature: bytes | None = None
+    salt: bytes = b""
+    cas: int | None = None
+    method = b"put"
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.token) <= MAX_TOKEN_LENGTH:
+            raise LocalProtocolError(f"token must be 1-{MAX_TOKEN_LENGTH} bytes, not {len(self.token)}")
+        if self.public_key is not None and (
+            len(self.public_key) != 32 or self.signature is None or len(self.signature) != 64 or self.seq is None
+        ):
+            raise LocalProtocolError("a mutable put needs a 32-byte key, a 64-byte signature and seq")
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownQuery:
     """A query whose method we do not implement.
 
@@ -161,7 +210,7 @@ class UnknownQuery:
     target: bytes | None = None
 
 
-Query = Union[Ping, FindNode, GetPeers, AnnouncePeer, SampleInfohashes, UnknownQuery]
+Query = Union[Ping, FindNode, GetPeers, AnnouncePeer, SampleInfohashes, Get, Put, UnknownQuery]
 
 #: BEP 32 ``want`` entries: IPv4 nodes, IPv6 nodes.
 WANT_VALUES: Final = frozenset({b"n4", b"n6"})
@@ -206,6 +255,10 @@ class ResponseMessage:
         version: the ``v`` field.
         bloom_seeds: BEP 33 ``BFsd`` (256 bytes), ``None`` when absent.
         bloom_peers: BEP 33 ``BFpe`` (256 bytes), ``None`` when absent.
+        value: BEP 44 ``v``, bencoded verbatim, ``None`` when absent.
+        public_key: BEP 44 ``k`` (32 bytes), ``None`` when absent.
+        seq: BEP 44 ``seq``, ``None`` when absent.
+        signature: BEP 44 ``sig`` (64 bytes), ``None`` when absent.
     """
 
     tid: bytes
@@ -221,6 +274,10 @@ class ResponseMessage:
     version: bytes | None = None
     bloom_seeds: bytes | None = None
     bloom_peers: bytes | None = None
+    value: bytes | None = None
+    public_key: bytes | None = None
+    seq: int | None = None
+    signature: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +424,14 @@ def encode_message(msg: Message) -> bytes:
             r[b"BFsd"] = msg.bloom_seeds
         if msg.bloom_peers is not None:
             r[b"BFpe"] = msg.bloom_peers
+        if msg.value is not None:
+            r[b"v"] = bencode.decode_untrusted(msg.value)
+        if msg.public_key is not None:
+            r[b"k"] = msg.public_key
+        if msg.seq is not None:
+            r[b"seq"] = msg.seq
+        if msg.signature is not None:
+            r[b"sig"] = msg.signature
         d: dict[bytes, Any] = {b"t": msg.tid, b"y": b"r", b"r": r}
     elif isinstance(msg, QueryMessage):
         d = {b"t": msg.tid, b"y": b"q", b"q": msg.query.method, b"a": _query_args(msg)}
@@ -400,6 +465,21 @@ def _query_args(msg: QueryMessage) -> dict[bytes, Any]:
             a[b"implied_port"] = 1
         if q.seed:
             a[b"seed"] = 1
+    elif isinstance(q, Get):
+        a[b"target"] = q.target
+        if q.seq is not None:
+            a[b"seq"] = q.seq
+    elif isinstance(q, Put):
+        a[b"token"] = q.token
+        a[b"v"] = bencode.decode_untrusted(q.value)
+        if q.public_key is not None:
+            a[b"k"] = q.public_key
+            a[b"seq"] = q.seq
+            a[b"sig"] = q.signature
+            if q.salt:
+                a[b"salt"] = q.salt
+            if q.cas is not None:
+                a[b"cas"] = q.cas
     elif isinstance(q, UnknownQuery) and q.target is not None:
         a[b"target"] = q.target
     if msg.want is not None:
@@ -465,12 +545,13 @@ _METHOD_GET_PEERS: Final = b"get_peers"
 
 
 def query_fields_untrusted(value: Any) -> tuple[int, bytes, bytes, bytes, bytes | None, bool] | None:
-    """Read a valid ``ping``, ``find_node`` or ``get_peers`` query without building objects.
+    """Read a valid ``ping``, ``find_node`` or plain ``get_peers`` query without building objects.
 
     The serving hot path: most datagrams a node receives are these three queries,
     and answering them needs only a few fields. This checks exactly what
     :func:`decode_value_untrusted` checks for them; anything else (another
-    method, a response, a missing or malformed field) returns ``None``, and the
+    method, BEP 33's ``scrape``/``noseed``, a response, a missing or malformed
+    field) returns ``None``, and the
     caller then asks :func:`decode_value_untrusted` for the message or the error.
     Whenever this returns fields, :func:`decode_value_untrusted` would return a
     :class:`QueryMessage` with the same ``tid``, ``sender_id``, target and
@@ -505,6 +586,8 @@ def query_fields_untrusted(value: Any) -> tuple[int, bytes, bytes, bytes, bytes 
             method = _METHOD_FIND_NODE
             target = args.get(b"target")
         elif method == _METHOD_GET_PEERS:
+            if b"scrape" in args or b"noseed" in args:
+                return None  # BEP 33 flags: answered off the hot path
             kind = QUERY_GET_PEERS
             method = _METHOD_GET_PEERS
             target = args.get(b"info_hash")
@@ -563,6 +646,11 @@ def _decode_query(value: dict[bytes, Any], tid: bytes, version: bytes | None) ->
         query = _decode_announce(args)
     elif method == b"sample_infohashes":
         query = SampleInfohashes(_get_id(args, b"target"))
+    elif method == b"get":
+        seq = args.get(b"seq")
+        query = Get(_get_id(args, b"target"), seq if type(seq) is int else None)
+    elif method == b"put":
+        query = _decode_put(args)
     else:
         target = args.get(b"target", args.get(b"info_hash"))
         if type(target) is not bytes or len(target) != ID_LENGTH:
@@ -595,6 +683,35 @@ def _decode_announce(args: dict[bytes, Any]) -> AnnouncePeer:
     if type(token) is not bytes or not 0 < len(token) <= MAX_TOKEN_LENGTH:
         raise DecodeError("missing or invalid 'token'")
     return AnnouncePeer(info_hash, port, token, implied, _flag(args, b"seed"))
+
+
+def _decode_put(args: dict[bytes, Any]) -> Put:
+    """A BEP 44 ``put``'s arguments. Sizes of ``v`` and ``salt`` are the store's
+    business (it answers 205/207); only the shape is checked here (else 203)."""
+    token = args.get(b"token")
+    if type(token) is not bytes or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+        raise DecodeError("missing or invalid 'token'")
+    if b"v" not in args:
+        raise DecodeError("missing 'v'")
+    value = bencode.encode(args[b"v"])  # canonical input: the verbatim bytes
+    key = args.get(b"k")
+    if key is None:
+        return Put(token, value)
+    seq = args.get(b"seq")
+    sig = args.get(b"sig")
+    salt = args.get(b"salt", b"")
+    cas = args.get(b"cas")
+    if type(key) is not bytes or len(key) != 32:
+        raise DecodeError("'k' must be a 32-byte ed25519 public key")
+    if type(sig) is not bytes or len(sig) != 64:
+        raise DecodeError("'sig' must be a 64-byte ed25519 signature")
+    if type(seq) is not int or not 0 <= seq < 2**63:
+        raise DecodeError("'seq' must be an integer from 0 to 2**63 - 1")
+    if type(salt) is not bytes:
+        raise DecodeError("'salt' must be a byte string")
+    if cas is not None and (type(cas) is not int or not 0 <= cas < 2**63):
+        raise DecodeError("'cas' must be an integer from 0 to 2**63 - 1")
+    return Put(token, value, key, seq, sig, salt, cas)
 
 
 def _decode_response(value: dict[bytes, Any], tid: bytes, version: bytes | None) -> ResponseMessage:
@@ -634,6 +751,12 @@ def _decode_response(value: dict[bytes, Any], tid: bytes, version: bytes | None)
         interval = _optional_count(r, b"interval")
         bfsd = r.get(b"BFsd")
         bfpe = r.get(b"BFpe")
+        # BEP 44 get replies; malformed optional item fields are dropped, and the
+        # requester verifies what remains (target hash, signature) before use.
+        item_v = bencode.encode(r[b"v"]) if b"v" in r else None
+        item_k = r.get(b"k")
+        item_seq = r.get(b"seq")
+        item_sig = r.get(b"sig")
     except DecodeError as exc:
         raise DecodeError(str(exc), tid=tid) from None
     return ResponseMessage(
@@ -650,6 +773,10 @@ def _decode_response(value: dict[bytes, Any], tid: bytes, version: bytes | None)
         version,
         bfsd if type(bfsd) is bytes and len(bfsd) == 256 else None,
         bfpe if type(bfpe) is bytes and len(bfpe) == 256 else None,
+        item_v,
+        item_k if type(item_k) is bytes and len(item_k) == 32 else None,
+        item_seq if type(item_seq) is int and 0 <= item_seq < 2**63 else None,
+        item_sig if type(item_sig) is bytes and len(item_sig) == 64 else None,
     )
 
 
