@@ -43,6 +43,12 @@ from .runtime.common import DEFAULT_PORT as DEFAULT_PORT
 from .runtime.common import NodeStats as NodeStats
 from .runtime.common import parse_address as parse_address
 from .core.protocol import NodeConfig as NodeConfig
+from .core.items import FoundItem as FoundItem
+from .core.items import ImmutableItem as ImmutableItem
+from .core.items import MutableItem as MutableItem
+from .core.items import public_key_for as public_key_for
+from .core.scrape import BloomFilter as BloomFilter
+from .core.scrape import ScrapeEstimate as ScrapeEstimate
 from .core.protocol import NodeProtocol as NodeProtocol
 from .wire.target import TargetError as TargetError
 from .wire.target import parse_target as parse_target
@@ -60,6 +66,8 @@ if TYPE_CHECKING:
     from .runtime.node import resolve_address as resolve_address
     from .runtime.node import resolve_addresses as resolve_addresses
     from .runtime.node import serve_node as serve_node
+    from .runtime.items import GetResult as GetResult
+    from .runtime.items import PutResult as PutResult
     from .metadata import FetchStats as FetchStats
     from .metadata import FileEntry as FileEntry
     from .metadata import TorrentInfo as TorrentInfo
@@ -76,6 +84,8 @@ _LAZY: dict[str, str] = {
     "resolve_address": "mainline_dht.runtime.node",
     "resolve_addresses": "mainline_dht.runtime.node",
     "serve_node": "mainline_dht.runtime.node",
+    "GetResult": "mainline_dht.runtime.items",
+    "PutResult": "mainline_dht.runtime.items",
     "FetchStats": "mainline_dht.metadata",
     "FileEntry": "mainline_dht.metadata",
     "TorrentInfo": "mainline_dht.metadata",
@@ -133,6 +143,14 @@ __all__ = [
     "resolve_addresses",
     "serve_node",
     "NodeConfig",
+    "FoundItem",
+    "ImmutableItem",
+    "MutableItem",
+    "public_key_for",
+    "BloomFilter",
+    "ScrapeEstimate",
+    "GetResult",
+    "PutResult",
     "NodeProtocol",
     "TargetError",
     "parse_target",

@@ -314,3 +314,30 @@ def test_core_expires_items_in_its_sweep() -> None:
 def test_read_only_core_answers_no_get_or_put() -> None:
     core = make_core("items", config=NodeConfig(read_only=True))
     assert ask(core, raw_query(b"get", {b"target": b"\x01" * 20}), CLIENT, 0.0) == []
+
+
+# --- the requesting side: what a get lookup accepts --------------------------------------------
+
+
+def test_item_search_accepts_only_verified_items_and_the_highest_seq() -> None:
+    target = items.immutable_target(VALUE)
+    search = items.ItemSearch(target)
+    assert search.offer(b"12:Hello World?", None, None, None, ("10.0.0.1", 1), 0.0) is None  # wrong hash
+    found = search.offer(VALUE, None, None, None, ("10.0.0.2", 1), 1.0)
+    assert found is not None and found.value == b"Hello World!" and found.source == ("10.0.0.2", 1)
+    assert search.offer(VALUE, None, None, None, ("10.0.0.3", 1), 2.0) is None  # not better
+    assert (search.invalid, search.copies) == (1, 2)
+
+    pk = items.public_key_for(SEED)
+    search = items.ItemSearch(items.mutable_target(pk, b"s"), public_key=pk, salt=b"s")
+    v3, v5 = mutable(3, b"1:c", b"s"), mutable(5, b"1:e", b"s")
+    other_key = mutable(9, b"1:z", b"s", seed=OTHER_SEED)
+    assert search.offer(other_key.value, other_key.public_key, 9, other_key.signature, ("10.0.0.1", 1), 0.0) is None
+    assert search.offer(v5.value, pk, 6, v5.signature, ("10.0.0.1", 1), 0.0) is None  # seq not the one signed
+    assert search.offer(v3.value, pk, 3, v3.signature, ("10.0.0.2", 1), 0.0) is not None
+    assert search.offer(v5.value, pk, 5, v5.signature, ("10.0.0.3", 1), 0.0) is not None
+    assert search.offer(v3.value, pk, 3, v3.signature, ("10.0.0.4", 1), 0.0) is None  # older
+    assert search.best is not None and search.best.seq == 5 and search.best.value == b"e"
+    assert (search.invalid, search.copies) == (2, 3)
+    with pytest.raises(LocalProtocolError):
+        items.ItemSearch(items.mutable_target(pk), public_key=pk, salt=b"s")

@@ -12,7 +12,7 @@ import random
 import pytest
 
 from helpers import ask, make_core, raw_query
-from mainline_dht.core.scrape import BLOOM_BYTES, BloomFilter, estimate, merge
+from mainline_dht.core.scrape import BLOOM_BYTES, BloomFilter, ScrapeCollector, estimate, merge
 from mainline_dht.wire.contact import Address
 from mainline_dht.wire.krpc import pack_peer, unpack_peer_untrusted
 
@@ -52,8 +52,8 @@ def test_packed_and_text_addresses_are_the_same_element() -> None:
 
 
 def test_estimate_of_empty_and_full_filters() -> None:
-    # BEP 33 clamps the zero count to m - 1, so an empty filter reads half an element.
-    assert BloomFilter().estimate() == pytest.approx(0.5, abs=0.01)
+    assert BloomFilter().estimate() == 0.0  # (the BEP's clamp alone would read 0.5)
+    assert BloomFilter.of(["10.0.0.1"]).estimate() == pytest.approx(1.0, abs=0.01)
     full = BloomFilter(b"\xff" * BLOOM_BYTES)
     assert 6000 < full.estimate() < 8000  # c is clamped to m - 1: finite
 
@@ -73,6 +73,18 @@ def test_estimate_is_close_for_random_sets(n: int) -> None:
     ips = {f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}" for _ in range(n)}
     est = BloomFilter.of(ips).estimate()
     assert abs(est - len(ips)) <= max(1.0, 0.1 * len(ips))
+
+
+def test_collector_counts_legacy_values_as_downloaders_unless_seeds() -> None:
+    """BEP 33 "Handling legacy responses": values without filters become peers, but
+    an IP another node's seed filter holds stays a seed only."""
+    collector = ScrapeCollector()
+    collector.offer(bytes(BloomFilter.of(["10.0.0.1", "10.0.0.2"])), bytes(BloomFilter.of(["10.0.0.3"])))
+    collector.offer(None, None, [("10.0.0.1", 1), ("10.0.0.4", 2), ("10.0.0.5", 3)])
+    est = collector.estimate()
+    assert est.responders == 1
+    assert est.seeds == pytest.approx(2, abs=0.01)
+    assert est.downloaders == pytest.approx(3, abs=0.02)  # 10.0.0.3, .4 and .5
 
 
 # --- the core answering scrapes ------------------------------------------------------------

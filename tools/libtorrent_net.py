@@ -299,6 +299,29 @@ class _SamplesEvent(_Event):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class _PutEvent(_Event):
+    target: bytes  # immutable target, or the public key of a mutable item
+    salt: bytes
+    seq: int
+    num_success: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _ImmutableItemEvent(_Event):
+    target: bytes
+    value: Any  # the entry, as the bindings decode it
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _MutableItemEvent(_Event):
+    public_key: bytes
+    salt: bytes
+    seq: int
+    value: Any
+    authoritative: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class _ListenEvent(_Event):
     ok: bool
     udp: bool
@@ -352,6 +375,16 @@ def _convert_alert(lt: Any, alert: Any, now: float) -> _Event | AnnounceSeen | P
             nodes=_node_list(alert.nodes),
         )
         return _SamplesEvent(now, result)
+    if isinstance(alert, lt.dht_put_alert):
+        key = bytes(alert.public_key)
+        target = key if any(key) else _hash_bytes(alert.target)
+        return _PutEvent(now, target, bytes(alert.salt), int(alert.seq), int(alert.num_success))
+    if isinstance(alert, lt.dht_immutable_item_alert):
+        return _ImmutableItemEvent(now, _hash_bytes(alert.target), alert.item)
+    if isinstance(alert, lt.dht_mutable_item_alert):
+        return _MutableItemEvent(
+            now, bytes(alert.key), bytes(alert.salt), int(alert.seq), alert.item, bool(alert.authoritative)
+        )
     if isinstance(alert, lt.dht_announce_alert):
         return AnnounceSeen(_hash_bytes(alert.info_hash), str(alert.ip), int(alert.port))
     if isinstance(alert, lt.dht_pkt_alert):
@@ -883,6 +916,85 @@ class LibtorrentSwarm:
         with self._locks[i]:
             self._sessions[i].dht_sample_infohashes(want, lt.sha1_hash(target))
         return self._wait_event(i, _SamplesEvent, timeout, lambda e: e.result.addr == want).result
+
+    # -- BEP 44 items ----------------------------------------------------------
+
+    def put_immutable(self, i: int, value: Any, timeout: float = 10.0) -> tuple[bytes, int]:
+        """Store an immutable item from node i (``dht_put_immutable_item``).
+
+        Args:
+            value: the entry to store (bytes, int, list or dict), bencoded by libtorrent.
+
+        Returns:
+            ``(target, nodes that stored it)``, from libtorrent's ``dht_put_alert``.
+
+        Raises:
+            TimeoutError: the put did not finish within ``timeout`` seconds.
+        """
+        with self._locks[i]:
+            target = _hash_bytes(self._sessions[i].dht_put_immutable_item(value))
+        ev = self._wait_event(i, _PutEvent, timeout, lambda e: e.target == target)
+        return target, ev.num_success
+
+    def get_immutable(self, i: int, target: bytes, timeout: float = 10.0) -> Any:
+        """Look up an immutable item from node i; return libtorrent's entry (``None`` when not found).
+
+        libtorrent reports "not found" as an empty entry, which the bindings turn
+        into ``b""``: so a stored empty string also reads as ``None``.
+
+        Raises:
+            TimeoutError: the lookup did not finish within ``timeout`` seconds.
+        """
+        _check_hash(target)
+        with self._locks[i]:
+            self._sessions[i].dht_get_immutable_item(self._lt.sha1_hash(target))
+        value = self._wait_event(i, _ImmutableItemEvent, timeout, lambda e: e.target == target).value
+        return None if value is None or value == b"" else value
+
+    def put_mutable(
+        self, i: int, secret_key: bytes, public_key: bytes, data: bytes, salt: bytes = b"", timeout: float = 10.0
+    ) -> tuple[int, int]:
+        """Store a mutable item from node i (``dht_put_mutable_item``): ``v`` is the byte string ``data``.
+
+        libtorrent looks the item up first and signs ``data`` with the sequence
+        number it found plus one (1 when none).
+
+        Args:
+            secret_key: libtorrent's 64-byte ed25519 secret key (the SHA-512 of
+                the seed, clamped, as ``ed25519_create_keypair`` makes it).
+            public_key: the 32-byte public key.
+
+        Returns:
+            ``(seq, nodes that stored it)``.
+
+        Raises:
+            TimeoutError: the put did not finish within ``timeout`` seconds.
+        """
+        with self._locks[i]:
+            self._sessions[i].dht_put_mutable_item(secret_key, public_key, data, salt)
+        ev = self._wait_event(i, _PutEvent, timeout, lambda e: e.target == public_key and e.salt == salt)
+        return ev.seq, ev.num_success
+
+    def get_mutable(
+        self, i: int, public_key: bytes, salt: bytes = b"", timeout: float = 10.0
+    ) -> tuple[Any, int] | None:
+        """Look up a mutable item from node i; return ``(entry, seq)`` of the
+        authoritative answer (libtorrent verified the signature), or ``None``.
+
+        Raises:
+            TimeoutError: no authoritative answer within ``timeout`` seconds.
+        """
+        with self._locks[i]:
+            self._sessions[i].dht_get_mutable_item(public_key, salt)
+        ev = self._wait_event(
+            i,
+            _MutableItemEvent,
+            timeout,
+            lambda e: e.public_key == public_key and e.salt == salt and e.authoritative,
+        )
+        if ev.seq == 0 and not ev.value:  # libtorrent's "not found": seq 0, empty entry
+            return None
+        return ev.value, ev.seq
 
     def warm_up(self, lookups_per_node: int = DEFAULT_WARM_UP_LOOKUPS, *, seed: int = 0) -> None:
         """Make every node look up its own ID and random IDs, to fill its table.

@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from ..core.lookup import LookupStats
+from ..core.scrape import ScrapeEstimate
 from ..runtime.node import DEFAULT_BOOTSTRAP, DHTNode, collapse_single_errors
 from ..wire.contact import Address
 from ..wire.target import TargetError, parse_target
@@ -52,6 +53,7 @@ class LookupResult:
         elapsed: seconds the lookup ran.
         stats: the lookup's counters.
         announced: nodes that accepted our announce, or ``None`` if we did not announce.
+        scrape: BEP 33 estimates of seeds and downloaders, or ``None`` without ``scrape``.
     """
 
     code: int
@@ -59,6 +61,7 @@ class LookupResult:
     elapsed: float
     stats: LookupStats
     announced: int | None
+    scrape: ScrapeEstimate | None = None
 
 
 async def lookup_and_print(
@@ -72,6 +75,8 @@ async def lookup_and_print(
     announce_port: int | None = None,
     tried: str | None = None,
     header: str | None = None,
+    scrape: bool = False,
+    seed: bool = False,
 ) -> LookupResult:
     """Run a ``get_peers`` lookup, print each peer as it arrives, then a summary.
 
@@ -88,6 +93,8 @@ async def lookup_and_print(
         announce_port: our peer port; ``None`` means ``implied_port``.
         tried: how to name the bootstrap nodes in the "nothing answered" error.
         header: a line for stderr once Ctrl-C is handled (not printed with ``json_out``).
+        scrape: ask for BEP 33 bloom filters and report seeds and downloaders.
+        seed: announce as a seed (BEP 33 ``seed`` = 1).
 
     Raises:
         CLIError: no node answered at all.
@@ -118,7 +125,7 @@ async def lookup_and_print(
         if header is not None and not json_out:
             say(header)
         with trio.move_on_after(timeout) as limit, current:
-            async with node.get_peers(info_hash) as stream:
+            async with node.get_peers(info_hash, scrape=scrape) as stream:
                 started = stream.stats.started_at
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(progress)
@@ -137,7 +144,7 @@ async def lookup_and_print(
             current = trio.CancelScope()
             with current:
                 status.show("announcing...")
-                announced = await node.announce(info_hash, announce_port, stream=stream)
+                announced = await node.announce(info_hash, announce_port, stream=stream, seed=seed)
             status.clear()
         outer.cancel_scope.cancel()
 
@@ -153,15 +160,21 @@ async def lookup_and_print(
             "Check your network, or pass a reachable node with --bootstrap HOST:PORT."
         )
     first = None if stats.first_peer_at is None else stats.first_peer_at - stats.started_at
+    estimate = stream.scrape
     if json_out:
-        emit({"event": "done", "peers": len(peers), "queries": stats.queries, "replies": stats.replies,
-              "timeouts": stats.timeouts, "elapsed": round(elapsed, 4),
-              "first_peer": None if first is None else round(first, 4), "announced": announced,
-              "timed_out": timed_out, "interrupted": interrupted,
-              # BEP 32: each overlay's own lookup (a dual-stack node runs one per family).
-              "families": {str(f): {"queries": s.queries, "replies": s.replies, "timeouts": s.timeouts,
-                                    "peers": sum(1 for p in peers if (":" in p[0]) == (f == 6))}
-                           for f, s in stream.stats_by_family.items()}})
+        done: dict[str, Any] = {
+            "event": "done", "peers": len(peers), "queries": stats.queries, "replies": stats.replies,
+            "timeouts": stats.timeouts, "elapsed": round(elapsed, 4),
+            "first_peer": None if first is None else round(first, 4), "announced": announced,
+            "timed_out": timed_out, "interrupted": interrupted,
+            # BEP 32: each overlay's own lookup (a dual-stack node runs one per family).
+            "families": {str(f): {"queries": s.queries, "replies": s.replies, "timeouts": s.timeouts,
+                                  "peers": sum(1 for p in peers if (":" in p[0]) == (f == 6))}
+                         for f, s in stream.stats_by_family.items()}}
+        if estimate is not None:
+            done["seeds"] = round(estimate.seeds, 1)
+            done["downloaders"] = round(estimate.downloaders, 1)
+        emit(done)
     else:
         if peers:
             line = f"{plural(len(peers), 'peer')} in {format_seconds(elapsed)}"
@@ -176,9 +189,12 @@ async def lookup_and_print(
             line += "; interrupted"
         if announced is not None:
             line += f"; announce accepted by {plural(announced, 'node')}"
+        if estimate is not None:
+            line += (f"; scrape of {plural(estimate.responders, 'node')}: about {estimate.seeds:.0f} seeds "
+                     f"and {estimate.downloaders:.0f} downloaders")
         say(line)
     code = EXIT_INTERRUPTED if interrupted else EXIT_OK if peers else EXIT_NOT_FOUND
-    return LookupResult(code, peers, elapsed, stats, announced)
+    return LookupResult(code, peers, elapsed, stats, announced, estimate)
 
 
 async def cmd_peers(args: argparse.Namespace) -> int:
@@ -186,6 +202,8 @@ async def cmd_peers(args: argparse.Namespace) -> int:
         info_hash = parse_target(args.target)
     except TargetError as exc:
         raise CLIError(str(exc)) from None
+    if args.seed and args.announce is None and not args.announce_implied:
+        raise CLIError("--seed goes with --announce PORT or --announce-implied")
     given = tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP
     resolved, failures = await resolve_all(given)
     if not resolved:
@@ -206,6 +224,8 @@ async def cmd_peers(args: argparse.Namespace) -> int:
             announce_port=args.announce,
             tried=tried,
             header=f"looking up peers for {info_hash.hex()} via {tried}",
+            scrape=args.scrape,
+            seed=args.seed,
         )
     return result.code
 
@@ -232,6 +252,11 @@ def register(sub: Any, parents: Parents) -> None:
     group.add_argument("--announce-implied", action="store_true",
                        help="after the lookup, announce us on the port the DHT sees our UDP packets come "
                        "from (BEP 5 implied_port, for clients behind NAT)")
+    p.add_argument("--seed", action="store_true",
+                   help="announce as a seed, one with the whole torrent (BEP 33 seed = 1)")
+    p.add_argument("--scrape", action="store_true",
+                   help="ask the nodes for BEP 33 bloom filters and estimate the swarm's seeds and downloaders")
     p.add_argument("--json", action="store_true",
-                   help='print JSON lines: {"event": "peer", ...} per peer, then {"event": "done", ...}')
+                   help='print JSON lines: {"event": "peer", ...} per peer, then {"event": "done", ...} '
+                   '(with "seeds" and "downloaders" under --scrape)')
     p.set_defaults(run=cmd_peers)

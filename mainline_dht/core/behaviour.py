@@ -40,6 +40,7 @@ from .events import (
     BootstrapFinished,
     LookupFinished,
     LookupPeersFound,
+    LookupReplied,
     OperationId,
     RefreshFinished,
     SaveDue,
@@ -107,7 +108,9 @@ _Done = Callable[[float], None]
 class _LookupRun:
     """One lookup the core drives: the pure Lookup plus who is asked under which key."""
 
-    __slots__ = ("behaviour", "op", "lookup", "query", "contacts", "touch", "public", "on_reply", "on_done", "finished")
+    __slots__ = (
+        "behaviour", "op", "lookup", "query", "contacts", "touch", "public", "report", "on_reply", "on_done", "finished"
+    )
 
     def __init__(
         self,
@@ -120,6 +123,7 @@ class _LookupRun:
         public: bool,
         on_reply: _Done | None,
         on_done: _Done | None,
+        report: bool = False,
     ) -> None:
         self.behaviour = behaviour
         self.op = op
@@ -128,6 +132,7 @@ class _LookupRun:
         self.contacts: dict[TransactionKey, Contact] = {}
         self.touch = touch
         self.public = public
+        self.report = report  # LookupReplied for every answer (BEP 33 filters, BEP 44 items)
         self.on_reply = on_reply
         self.on_done = on_done
         self.finished = False
@@ -159,13 +164,16 @@ class _Refresh:
 class _Announce:
     """An announce: a get_peers lookup (unless given), then ``announce_peer`` to the closest."""
 
-    __slots__ = ("behaviour", "op", "info_hash", "port", "pending", "accepted", "sent", "run", "finished")
+    __slots__ = ("behaviour", "op", "info_hash", "port", "seed", "pending", "accepted", "sent", "run", "finished")
 
-    def __init__(self, behaviour: NodeBehaviour, op: OperationId, info_hash: bytes, port: int | None) -> None:
+    def __init__(
+        self, behaviour: NodeBehaviour, op: OperationId, info_hash: bytes, port: int | None, seed: bool = False
+    ) -> None:
         self.behaviour = behaviour
         self.op = op
         self.info_hash = info_hash
         self.port = port
+        self.seed = seed  # BEP 33
         self.pending = 0
         self.accepted = 0
         self.sent = 0
@@ -318,8 +326,11 @@ class NodeBehaviour:
 
     # --- lookups ------------------------------------------------------------------------
 
-    def start_lookup(self, target: bytes, query: Query, now: float, **options: Any) -> OperationId:
+    def start_lookup(
+        self, target: bytes, query: Query, now: float, *, report_replies: bool = False, **options: Any
+    ) -> OperationId:
         run = self._seeded_run(target, query, now, touch=True, public=True, options=options)
+        run.report = report_replies
         self._advance(run, now)
         return run.op
 
@@ -435,6 +446,8 @@ class NodeBehaviour:
         new = run.lookup.on_response(
             contact, now, nodes=nodes, values=resp.values, token=resp.token, responder_id=resp.sender_id
         )
+        if run.report:
+            self._proto._events.append(LookupReplied(run.op, contact, resp, now))
         if new and run.public:
             self._proto._events.append(LookupPeersFound(run.op, tuple(new), now))
         if run.on_reply is not None:
@@ -487,12 +500,14 @@ class NodeBehaviour:
 
     # --- announces ----------------------------------------------------------------------
 
-    def start_announce(self, info_hash: bytes, port: int | None, now: float, lookup: Lookup | None) -> OperationId:
+    def start_announce(
+        self, info_hash: bytes, port: int | None, now: float, lookup: Lookup | None, seed: bool = False
+    ) -> OperationId:
         if type(info_hash) is not bytes or len(info_hash) != 20:
             raise LocalProtocolError("info_hash must be 20 bytes")
         if port is not None and not 0 < port < 65536:
             raise LocalProtocolError(f"port must be 1-65535, not {port}")
-        announce = _Announce(self, self._new_op(), info_hash, port)
+        announce = _Announce(self, self._new_op(), info_hash, port, seed)
         self._announces[announce.op] = announce
         if lookup is not None:
             self._announce_send(announce, lookup, now)
@@ -518,7 +533,7 @@ class NodeBehaviour:
         targets = [(c, tok) for c, tok in lookup.closest_responders(proto.config.k) if tok]
         announce.sent = len(targets)
         for contact, token in targets:
-            query = AnnouncePeer(announce.info_hash, port or 0, token, implied_port=port is None)
+            query = AnnouncePeer(announce.info_hash, port or 0, token, implied_port=port is None, seed=announce.seed)
             try:
                 proto._send_query(query, contact.addr, now, contact.id, None, True, internal=False, owner=announce)
             except LocalProtocolError as exc:

@@ -99,6 +99,27 @@ class LookupPeersFound:
 
 
 @dataclass(frozen=True, slots=True)
+class LookupReplied:
+    """A lookup started with ``report_replies`` received an answer (any answer).
+
+    For queries whose replies carry more than nodes and peers: BEP 33 bloom
+    filters, BEP 44 items. The answer's nodes, peers and token are the lookup's
+    already.
+
+    Attributes:
+        op: the lookup.
+        contact: who answered.
+        response: the answer.
+        at: when it arrived.
+    """
+
+    op: OperationId
+    contact: Contact
+    response: ResponseMessage
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class LookupFinished:
     """A lookup is over (see :attr:`~mainline_dht.core.lookup.Lookup.done`).
 
@@ -186,6 +207,7 @@ Event = Union[
     PeerAnnounced,
     ExternalAddressChanged,
     LookupPeersFound,
+    LookupReplied,
     LookupFinished,
     BootstrapFinished,
     RefreshFinished,

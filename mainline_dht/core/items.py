@@ -44,6 +44,9 @@ __all__ = [
     "ItemStore",
     "get_reply_fields",
     "store_put",
+    "FoundItem",
+    "ItemSearch",
+    "put_query",
     "immutable_target",
     "mutable_target",
     "signature_buffer",
@@ -444,3 +447,113 @@ def store_put(store: ItemStore, query: Put, ip: str, now: float) -> bytes:
     assert query.signature is not None and query.seq is not None  # Put's constructor checks
     item = MutableItem(query.public_key, query.value, query.seq, query.signature, query.salt)
     return store.put_mutable(item, ip, now, cas=query.cas)
+
+
+# --- the requesting side ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FoundItem:
+    """An item a ``get`` lookup received and verified.
+
+    Attributes:
+        target: the target looked up.
+        item: the item (its hash, or its key, salt and signature, checked).
+        source: the address of the node whose reply carried it.
+        at: when that reply arrived (the driver's clock).
+    """
+
+    target: bytes
+    item: Item
+    source: tuple[str, int]
+    at: float
+
+    @property
+    def value(self) -> object:
+        """The item's value, decoded from bencode."""
+        return bencode.decode_untrusted(self.item.value)
+
+    @property
+    def seq(self) -> int | None:
+        """The sequence number of a mutable item; ``None`` for an immutable one."""
+        return self.item.seq if isinstance(self.item, MutableItem) else None
+
+
+class ItemSearch:
+    """What a ``get`` lookup learns from the replies it receives (BEP 44, requesting side).
+
+    Every reply is checked before its item counts: an immutable value must hash
+    to the target; a mutable one must carry the expected key (the target is
+    SHA-1(key + salt)) and a valid signature over value, ``seq`` and salt. The
+    highest valid ``seq`` wins; replies that fail a check are counted and dropped.
+
+    Args:
+        target: the target looked up.
+        public_key: for a mutable item, the key expected (32 bytes); ``None`` for
+            an immutable item.
+        salt: the mutable item's salt (the reply does not repeat it).
+
+    Raises:
+        LocalProtocolError: ``public_key`` and ``salt`` do not give ``target``.
+    """
+
+    def __init__(self, target: bytes, *, public_key: bytes | None = None, salt: bytes = b"") -> None:
+        if public_key is not None and mutable_target(public_key, salt) != target:
+            raise LocalProtocolError("the target is not SHA-1(public key + salt)")
+        self.target = target
+        self.public_key = public_key
+        self.salt = salt
+        #: The best item found so far (the immutable one; the highest valid seq).
+        self.best: FoundItem | None = None
+        #: Replies whose item failed verification.
+        self.invalid = 0
+        #: Replies that carried a valid item (any seq).
+        self.copies = 0
+
+    def offer(self, response_value: bytes | None, public_key: bytes | None, seq: int | None,
+              signature: bytes | None, source: tuple[str, int], now: float) -> FoundItem | None:
+        """Check the item fields of one ``get`` reply.
+
+        Args:
+            response_value: the reply's ``v`` (bencoded), ``None`` when absent.
+            public_key, seq, signature: the reply's ``k``, ``seq``, ``sig``.
+            source: the replying node's address.
+            now: when the reply arrived.
+
+        Returns:
+            The item when it is valid and better than any before (an immutable
+            item: the first valid one; a mutable one: a higher ``seq``), else ``None``.
+        """
+        if response_value is None:
+            return None
+        if self.public_key is None:
+            if immutable_target(response_value) != self.target:
+                self.invalid += 1
+                return None
+            self.copies += 1
+            if self.best is not None:
+                return None
+            self.best = FoundItem(self.target, ImmutableItem(response_value), source, now)
+            return self.best
+        if (
+            public_key != self.public_key
+            or seq is None
+            or signature is None
+            or len(response_value) > MAX_VALUE_SIZE
+            or not verify(self.public_key, signature, response_value, seq, self.salt)
+        ):
+            self.invalid += 1
+            return None
+        self.copies += 1
+        if self.best is not None and self.best.seq is not None and seq <= self.best.seq:
+            return None
+        item = MutableItem(self.public_key, response_value, seq, signature, self.salt)
+        self.best = FoundItem(self.target, item, source, now)
+        return self.best
+
+
+def put_query(item: Item, token: bytes, *, cas: int | None = None) -> Put:
+    """The ``put`` that stores ``item`` on a node that gave us ``token``."""
+    if isinstance(item, ImmutableItem):
+        return Put(token, item.value)
+    return Put(token, item.value, item.public_key, item.seq, item.signature, item.salt, cas)

@@ -574,7 +574,9 @@ class NodeProtocol:
         """Seconds the last failed bootstrap put off the next automatic one."""
         return self._behaviour.rejoin_delay
 
-    def start_lookup(self, target: bytes, query: Query, now: float, **options: Any) -> OperationId:
+    def start_lookup(
+        self, target: bytes, query: Query, now: float, *, report_replies: bool = False, **options: Any
+    ) -> OperationId:
         """Start an iterative lookup of ``target``, asking each node ``query``.
 
         The lookup is seeded from the routing table (and from the routers while
@@ -588,20 +590,25 @@ class NodeProtocol:
             target: the 20-byte ID or infohash.
             query: e.g. ``FindNode(target)`` or ``GetPeers(info_hash)``.
             now: current time (seconds).
+            report_replies: also report every answer as a
+                :class:`~mainline_dht.core.events.LookupReplied` (for BEP 33
+                filters and BEP 44 items).
             **options: :class:`~mainline_dht.core.lookup.Lookup` options
                 (``alpha``, ``soft_timeout``, ``early_finish``, ``max_queries``).
 
         Raises:
             LocalProtocolError: ``target`` is not 20 bytes, or a bad option.
         """
-        return self._behaviour.start_lookup(target, query, now, **options)
+        return self._behaviour.start_lookup(target, query, now, report_replies=report_replies, **options)
 
     def lookup(self, op: OperationId) -> Lookup | None:
         """The state of a lookup (stats, peers so far): running, or among the last
         finished ones (``RECENT_LOOKUPS``); else ``None``."""
         return self._behaviour.lookup(op)
 
-    def start_announce(self, info_hash: bytes, port: int | None, now: float, *, lookup: Lookup | None = None) -> OperationId:
+    def start_announce(
+        self, info_hash: bytes, port: int | None, now: float, *, lookup: Lookup | None = None, seed: bool = False
+    ) -> OperationId:
         """Announce that we are a peer for ``info_hash`` (BEP 5 ``announce_peer``).
 
         Runs a ``get_peers`` lookup (or uses ``lookup``, a finished one), then
@@ -613,11 +620,12 @@ class NodeProtocol:
             port: our peer port; ``None`` sets ``implied_port``.
             now: current time (seconds).
             lookup: a finished lookup of the same infohash to take the nodes from.
+            seed: BEP 33: we have the whole torrent (``seed`` = 1).
 
         Raises:
             LocalProtocolError: bad infohash or port.
         """
-        return self._behaviour.start_announce(info_hash, port, now, lookup)
+        return self._behaviour.start_announce(info_hash, port, now, lookup, seed)
 
     def start_refresh(self, now: float, *, limit: int | None = None, not_full: bool = False) -> OperationId:
         """Look up a random ID in each bucket that needs it (BEP 5 refresh).

@@ -34,6 +34,7 @@ __all__ = [
     "estimate",
     "scrape_reply",
     "merge",
+    "ScrapeCollector",
 ]
 
 #: BEP 33: m = 256 * 8 bits in k = 2 positions per element.
@@ -110,12 +111,16 @@ class BloomFilter:
     def estimate(self) -> float:
         """BEP 33's estimate of how many distinct IPs were inserted.
 
-        ``log(c / m) / (k * log(1 - 1/m))`` with ``c = min(m - 1, zero bits)``
-        (so an empty filter reads 0.5). We also keep ``c >= 1``, so that a full
-        filter reads about 7,800 rather than infinity; the estimate breaks down
-        past ~6,000 entries anyway (the false-positive rate nears 1).
+        ``log(c / m) / (k * log(1 - 1/m))`` with ``c = min(m - 1, zero bits)``.
+        Two edges differ from the bare formula: an empty filter reads 0 (the
+        clamp would make it 0.5), and ``c >= 1`` keeps a full filter at about
+        7,800 rather than infinity; the estimate breaks down past ~6,000
+        entries anyway (the false-positive rate nears 1).
         """
-        c = max(1, min(BLOOM_BITS - 1, self.zero_bits()))
+        zeros = self.zero_bits()
+        if zeros == BLOOM_BITS:
+            return 0.0
+        c = max(1, min(BLOOM_BITS - 1, zeros))
         return math.log(c / BLOOM_BITS) / (BLOOM_HASHES * math.log(1 - 1 / BLOOM_BITS))
 
     def __bytes__(self) -> bytes:
@@ -164,6 +169,43 @@ def estimate(seed_filters: Iterable[bytes], peer_filters: Iterable[bytes]) -> Sc
     seeds = list(seed_filters)
     peers = list(peer_filters)
     return ScrapeEstimate(merge(seeds).estimate(), merge(peers).estimate(), max(len(seeds), len(peers)))
+
+
+class ScrapeCollector:
+    """Merges the scrape answers of one ``get_peers`` lookup (BEP 33, requesting side).
+
+    Replies with both filters are ORed into the seed and peer unions. A reply
+    with ``values`` but no filters (a node that does not speak BEP 33) counts
+    its IPs as downloaders, unless a seed filter from another node holds them
+    (BEP 33, "Handling legacy responses"); that check waits for the estimate,
+    when every seed filter is in.
+    """
+
+    __slots__ = ("seeds", "peers", "responders", "_legacy")
+
+    def __init__(self) -> None:
+        self.seeds = BloomFilter()
+        self.peers = BloomFilter()
+        #: Replies that carried both filters.
+        self.responders = 0
+        self._legacy: set[str] = set()
+
+    def offer(self, bloom_seeds: bytes | None, bloom_peers: bytes | None, values: Iterable[Address] = ()) -> None:
+        """Take one ``get_peers`` reply's ``BFsd``, ``BFpe`` and ``values``."""
+        if bloom_seeds is not None and bloom_peers is not None:
+            self.seeds.update(bloom_seeds)
+            self.peers.update(bloom_peers)
+            self.responders += 1
+        elif len(self._legacy) < 8 * BLOOM_BITS:  # bounded: past that the estimate is meaningless anyway
+            self._legacy.update(ip for ip, _ in values)
+
+    def estimate(self) -> ScrapeEstimate:
+        """The estimate of seeds and downloaders from everything offered so far."""
+        peers = BloomFilter(bytes(self.peers))
+        for ip in self._legacy:
+            if ip not in self.seeds:
+                peers.add(ip)
+        return ScrapeEstimate(self.seeds.estimate(), peers.estimate(), self.responders)
 
 
 def scrape_reply(

@@ -61,6 +61,7 @@ from ..core.events import (
     Event,
     LookupFinished,
     LookupPeersFound,
+    LookupReplied,
     OperationId,
     PeerAnnounced,
     QueryTimedOut,
@@ -73,11 +74,13 @@ from ..core.lookup import Lookup, LookupStats
 from ..core.node_id import random_node_id
 from ..core.protocol import NodeConfig, NodeProtocol
 from ..core.routing_table import RoutingTable
+from ..core.scrape import ScrapeCollector, ScrapeEstimate
 from ..errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
 from ..wire.contact import Address, Contact, family_of
 from ..wire.krpc import FindNode, GetPeers, Ping, Query, ResponseMessage, SampleInfohashes
 from .common import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ErrorLog, NodeStats, bootstrap_error, default_state_path
 from .common import is_ip_literal, node_stats, parse_address
+from .items import ItemsMixin
 from .state_file import load_saved_state, save_node_state
 from .transport import DatagramTransport, open_udp_transport
 
@@ -149,6 +152,13 @@ class PeerStream:
         self.lookups: dict[int, Lookup] = lookups if lookups is not None else {4: lookup}
         self._receive = receive
         self._found_at: dict[Address, float] = {}
+        self._scrape: ScrapeCollector | None = None
+
+    @property
+    def scrape(self) -> ScrapeEstimate | None:
+        """BEP 33: the seeds and downloaders estimated from the filters received so
+        far (``None`` unless the lookup was started with ``scrape=True``)."""
+        return None if self._scrape is None else self._scrape.estimate()
 
     @property
     def stats(self) -> LookupStats:
@@ -204,7 +214,7 @@ class PeerStream:
             raise StopAsyncIteration from None
 
 
-class DHTNode:
+class DHTNode(ItemsMixin):
     """A running DHT node. Create it with :func:`open_node` or :func:`serve_node`."""
 
     def __init__(
@@ -532,6 +542,37 @@ class DHTNode:
         assert type(result) is LookupFinished
         return [c for c, _ in result.closest]
 
+    async def _lookup_with_replies(
+        self, target: bytes, query: Query, on_reply: Callable[[Contact, ResponseMessage, float], bool]
+    ) -> Lookup:
+        """Run a lookup of ``target`` whose queries are ``query``, showing ``on_reply``
+        every answer; ``on_reply`` returning ``True`` ends the lookup there."""
+        await self._prepare_lookup()
+        op = self.proto.start_lookup(target, query, trio.current_time(), report_replies=True)
+        lookup = self.proto.lookup(op)
+        assert lookup is not None  # just started
+        if lookup.done:
+            return lookup
+        done = trio.Event()
+
+        def on_event(event: Event) -> None:
+            if type(event) is LookupReplied:
+                if on_reply(event.contact, event.response, event.at) and self._ops.pop(op, None) is not None:
+                    self.proto.abandon(op)
+                    done.set()
+            elif type(event) is LookupFinished:
+                self._ops.pop(op, None)
+                done.set()
+
+        self._ops[op] = on_event
+        self._transmit()
+        try:
+            await done.wait()
+        finally:
+            if self._ops.pop(op, None) is not None:
+                self.proto.abandon(op)
+        return lookup
+
     @asynccontextmanager
     async def get_peers(self, info_hash: bytes, **lookup_options: Any) -> AsyncIterator[PeerStream]:
         """Look up peers for ``info_hash``, yielding each as soon as a reply carries it.
@@ -545,8 +586,11 @@ class DHTNode:
 
         Args:
             info_hash: the 20-byte infohash.
-            **lookup_options: :class:`~mainline_dht.core.lookup.Lookup` options
-                (``alpha``, ``soft_timeout``, ``early_finish``, ``max_queries``).
+            **lookup_options: ``scrape=True`` asks for BEP 33's bloom filters, and
+                :attr:`PeerStream.scrape` then estimates the seeds and downloaders
+                from the union of every reply's filters. Others are
+                :class:`~mainline_dht.core.lookup.Lookup` options (``alpha``,
+                ``soft_timeout``, ``early_finish``, ``max_queries``).
 
         On a dual-stack node the lookup runs in both overlays at once (BEP 32).
 
@@ -555,6 +599,7 @@ class DHTNode:
         """
         if type(info_hash) is not bytes or len(info_hash) != 20:
             raise LocalProtocolError("info_hash must be 20 bytes")
+        scrape = bool(lookup_options.pop("scrape", False))
         overlays = self.overlays
         for overlay in overlays:
             await overlay._prepare_lookup()
@@ -563,19 +608,27 @@ class DHTNode:
         ops: list[tuple[DHTNode, OperationId]] = []
         lookups: dict[int, Lookup] = {}
         for overlay in overlays:
-            op = overlay.proto.start_lookup(info_hash, GetPeers(info_hash), now, **lookup_options)
+            op = overlay.proto.start_lookup(
+                info_hash, GetPeers(info_hash, scrape=scrape), now, report_replies=scrape, **lookup_options
+            )
             lookup = overlay.proto.lookup(op)
             assert lookup is not None  # just started
             ops.append((overlay, op))
             lookups[overlay.family] = lookup
         stream = PeerStream(lookups[self.family], receive, lookups=lookups)
         found_at = stream._found_at
+        # BEP 33: one union of the filters of every reply, in both overlays.
+        collector = stream._scrape = ScrapeCollector() if scrape else None
         running = len(ops)
 
         def handler(overlay: DHTNode, op: OperationId) -> Callable[[Event], None]:
             def on_event(event: Event) -> None:
                 nonlocal running
-                if type(event) is LookupPeersFound:
+                if type(event) is LookupReplied:
+                    if collector is not None:
+                        r = event.response
+                        collector.offer(r.bloom_seeds, r.bloom_peers, r.values)
+                elif type(event) is LookupPeersFound:
                     for peer in event.peers:
                         if peer not in found_at:  # each peer once, whichever overlay brought it
                             found_at[peer] = event.at
@@ -605,7 +658,9 @@ class DHTNode:
                     overlay.proto.abandon(op)
             send.close()
 
-    async def announce(self, info_hash: bytes, port: int | None = None, *, stream: PeerStream | None = None) -> int:
+    async def announce(
+        self, info_hash: bytes, port: int | None = None, *, stream: PeerStream | None = None, seed: bool = False
+    ) -> int:
         """Announce that we are a peer for ``info_hash`` (BEP 5 ``announce_peer``).
 
         Runs a ``get_peers`` lookup (or reuses a finished one given as ``stream``),
@@ -617,6 +672,7 @@ class DHTNode:
             port: our peer port; ``None`` sets ``implied_port`` so the receivers
                 use our UDP source port.
             stream: a finished lookup of the same infohash to reuse.
+            seed: BEP 33: we have the whole torrent (``seed`` = 1).
 
         Returns:
             How many nodes accepted the announce.
@@ -628,24 +684,26 @@ class DHTNode:
             LocalProtocolError: bad infohash or port.
         """
         if self._twin is None:
-            return await self._announce_overlay(info_hash, port, None if stream is None else stream.lookup)
+            return await self._announce_overlay(info_hash, port, None if stream is None else stream.lookup, seed)
         accepted = 0
 
         async def one(overlay: DHTNode) -> None:
             nonlocal accepted
             lookup = None if stream is None else stream.lookups.get(overlay.family)
-            accepted += await overlay._announce_overlay(info_hash, port, lookup)
+            accepted += await overlay._announce_overlay(info_hash, port, lookup, seed)
 
         async with collapse_single_errors(), trio.open_nursery() as nursery:
             for overlay in self.overlays:
                 nursery.start_soon(one, overlay)
         return accepted
 
-    async def _announce_overlay(self, info_hash: bytes, port: int | None, lookup: Lookup | None) -> int:
+    async def _announce_overlay(
+        self, info_hash: bytes, port: int | None, lookup: Lookup | None, seed: bool = False
+    ) -> int:
         """Announce in this overlay, after ``lookup`` (a finished one) or a new one."""
         if lookup is None:
             await self._prepare_lookup()
-        op = self.proto.start_announce(info_hash, port, trio.current_time(), lookup=lookup)
+        op = self.proto.start_announce(info_hash, port, trio.current_time(), lookup=lookup, seed=seed)
         result = await self._await_op(op)
         assert type(result) is AnnounceFinished
         return result.accepted
