@@ -6,7 +6,8 @@ says a word; ``"handshake-only"`` answers the handshake and then nothing;
 ``"reject"`` rejects every ``ut_metadata`` request; ``"corrupt"`` serves pieces
 of the right length with flipped bytes; ``"no-extensions"`` clears BEP 10's bit;
 ``"oversize"`` announces a ``metadata_size`` above any cap; ``"garbage"`` sends
-a message longer than the framing allows.
+a message longer than the framing allows; ``"chatty"`` answers requests
+with nothing but keep-alives and ``have`` messages, forever.
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ class FakePeer:
             if not isinstance(m, MetadataRequest):
                 continue
             self.requests.append(m.piece)
+            if self.behaviour == "chatty":
+                while True:
+                    await stream.send_all(b"\x00\x00\x00\x00" + b"\x00\x00\x00\x05\x04\x00\x00\x00\x01")
+                    await trio.sleep(0.05)
             if self.behaviour == "reject":
                 await stream.send_all(encode_metadata_message(MetadataReject(m.piece), their_id))
                 continue

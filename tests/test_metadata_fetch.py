@@ -93,6 +93,17 @@ async def test_only_bad_peers_raise_metadata_not_found() -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_keep_alives_do_not_keep_a_peer_that_never_answers() -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            peer = await start(nursery, "chatty", 45)
+            stats = FetchStats()
+            with pytest.raises(MetadataNotFound):  # within one step's timeout, not at fail_after
+                await fetch_metadata_from_peers(IH, addresses(peer), stats=stats, step_timeout=0.5)
+            assert peer.requests and stats.failed == 1
+            nursery.cancel_scope.cancel()
+
+
 async def test_nobody_listening_raises_metadata_not_found() -> None:
     async def nobody() -> AsyncIterator[Address]:
         yield ("127.0.74.50", 9)  # the discard port; nothing listens
@@ -206,3 +217,14 @@ def test_cli_metadata_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_fetch_metadata_is_public() -> None:
     assert mainline_dht.fetch_metadata is not None and "fetch_metadata" in mainline_dht.__all__
     assert "TorrentInfo" in mainline_dht.__all__
+
+
+def test_metadata_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["metadata", "--help"])
+    out = capsys.readouterr().out
+    for word in ("TARGET", "--bootstrap", "--timeout", "--save", "--json", "--max-size", "Exit status"):
+        assert word in out, word
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    assert "metadata" in capsys.readouterr().out

@@ -91,6 +91,17 @@ def test_wrong_piece_length_or_total_size_drops_the_peer() -> None:
     assert not pool.add_peer(A, len(INFO))  # never again in this fetch
 
 
+def test_an_assembly_nobody_works_on_is_freed() -> None:
+    pool = MetadataPool(IH)
+    for k in range(100):  # peers claiming ever new sizes, one after another
+        peer = ("127.0.0.1", 1000 + k)
+        pool.add_peer(peer, len(INFO) + k)
+        assert pool.next_request(peer) == 0
+        pool.on_data(peer, 0, len(INFO) + k, piece(0))
+        pool.remove_peer(peer)
+    assert len(pool._shared) == 0
+
+
 def test_unrequested_pieces_are_ignored() -> None:
     pool = MetadataPool(IH)
     pool.add_peer(A, len(INFO))

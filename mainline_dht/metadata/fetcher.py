@@ -312,8 +312,12 @@ async def _fetch_from_peer(
     async with stream:
         reader = MessageReader()
 
+        # A deadline for each step, which only progress moves: messages we
+        # ignore (keep-alives, have...) cannot keep a peer on forever.
+        deadline = trio.current_time() + step_timeout
+
         async def receive(what: str) -> None:
-            with trio.move_on_after(step_timeout) as scope:
+            with trio.move_on_at(deadline) as scope:
                 data = await stream.receive_some(RECEIVE_SIZE)
             if scope.cancelled_caught:
                 raise PeerProtocolError(f"no {what} within {step_timeout:g} s")
@@ -327,6 +331,7 @@ async def _fetch_from_peer(
         if hs.info_hash != info_hash:
             raise PeerProtocolError("handshake for another infohash")
         stats.connected += 1
+        deadline = trio.current_time() + step_timeout
         if not hs.supports_extensions:
             stats.no_metadata += 1
             raise _PeerDone("no extension protocol (BEP 10)")
@@ -355,6 +360,8 @@ async def _fetch_from_peer(
         while True:
             if addr not in pool:
                 raise PeerProtocolError("dropped: sent wrong metadata")
+            if pool.outstanding(addr) == 0:
+                deadline = trio.current_time() + step_timeout  # a fresh request, a fresh step
             while (piece := pool.next_request(addr)) is not None:
                 await stream.send_all(encode_metadata_message(MetadataRequest(piece), their_id))
             if pool.outstanding(addr) == 0:
@@ -377,11 +384,13 @@ async def _fetch_from_peer(
             if isinstance(m, MetadataRequest):  # we have nothing to give
                 await stream.send_all(encode_metadata_message(MetadataReject(m.piece), their_id))
             elif isinstance(m, MetadataReject):
+                deadline = trio.current_time() + step_timeout
                 stats.rejected += 1
                 pool.on_reject(addr, m.piece)
                 changes.notify()
             else:
                 assert isinstance(m, MetadataData)
+                deadline = trio.current_time() + step_timeout
                 outcome = pool.on_data(addr, m.piece, m.total_size, m.data)
                 changes.notify()
                 for bad in outcome.dropped:

@@ -118,9 +118,15 @@ class MetadataPool:
         return True
 
     def remove_peer(self, peer: Hashable) -> None:
-        """Forget a peer (closed, timed out); its outstanding pieces go to others."""
-        self._peers.pop(peer, None)
+        """Forget a peer (closed, timed out); its outstanding pieces go to others.
+
+        An assembly no remaining peer works on is freed, so memory stays within
+        one ``max_size`` per connected peer however many sizes peers claim.
+        """
+        state = self._peers.pop(peer, None)
         self._solo.pop(peer, None)
+        if state is not None and not any(o.size == state.size for o in self._peers.values()):
+            self._shared.pop(state.size, None)
 
     def _assembly(self, peer: Hashable, state: _Peer) -> _Assembly:
         if state.size in self._solo_sizes:
