@@ -17,11 +17,12 @@ import math
 import random
 from collections.abc import AsyncIterable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import trio
 
 from ..errors import MetadataNotFound, PeerProtocolError
+from ..runtime.node import DHTNode
 from ..wire.contact import Address
 from .info import DEFAULT_MAX_METADATA_SIZE, TorrentInfo, parse_info_untrusted
 from .peer_wire import (
@@ -117,7 +118,7 @@ class _Changes:
 
 
 async def fetch_metadata(
-    node: Any,
+    node: DHTNode,
     info_hash: bytes,
     *,
     sha256: bytes | None = None,
