@@ -31,8 +31,8 @@ from ._common import (
     emit,
     format_address,
     format_seconds,
+    add_bind_option,
     int_in_range,
-    local_address_arg,
     log,
     open_cli_node,
     plural,
@@ -162,8 +162,7 @@ def register(sub: Any, parents: Parents) -> None:
     )
     p.add_argument("target", metavar="TARGET",
                    help="infohash (40 hex, 32 base32, or 64 hex for v2) or magnet link (btih or btmh)")
-    p.add_argument("--bind", metavar="IP:PORT", type=local_address_arg, default=("0.0.0.0", 0),
-                   help="local UDP address of the DHT node (default 0.0.0.0 and any free port)")
+    add_bind_option(p, 0, "local UDP address of the DHT node")
     p.add_argument("--timeout", metavar="S", type=positive_seconds_arg, default=60.0,
                    help="give up after S seconds (default 60)")
     p.add_argument("--max-size", metavar="BYTES",
