@@ -7,6 +7,7 @@
 * :mod:`.info`: :class:`TorrentInfo`, reading an info dictionary, writing a
   ``.torrent``, without I/O.
 * :mod:`.fetcher`: the trio TCP layer, :func:`fetch_metadata`.
+* :mod:`.harvest`: :class:`MetadataHarvester`, many fetches at a bounded rate (crawlers).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 from .fetcher import FetchStats as FetchStats
 from .fetcher import fetch_metadata as fetch_metadata
 from .fetcher import fetch_metadata_from_peers as fetch_metadata_from_peers
+from .harvest import HarvestStats as HarvestStats
+from .harvest import MetadataHarvester as MetadataHarvester
 from .info import DEFAULT_MAX_METADATA_SIZE as DEFAULT_MAX_METADATA_SIZE
 from .info import FileEntry as FileEntry
 from .info import TorrentInfo as TorrentInfo
@@ -24,6 +27,8 @@ __all__ = [
     "FetchStats",
     "fetch_metadata",
     "fetch_metadata_from_peers",
+    "HarvestStats",
+    "MetadataHarvester",
     "DEFAULT_MAX_METADATA_SIZE",
     "FileEntry",
     "TorrentInfo",
