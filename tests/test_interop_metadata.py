@@ -60,15 +60,14 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     v2 = make_torrent(root, "only v2", _files(rng, {"p.bin": 17_000, "q/r.bin": 33_000}), kind="v2")
     with start_seed_swarm(SESSIONS, first_ip="127.0.76.1", seed=76) as swarm:
         swarm.wait_for_tables(min_nodes=SESSIONS - 1, timeout=10.0)
-        seed(swarm, 1, v1)
-        seed(swarm, 2, v1)
-        seed(swarm, 3, hybrid)
-        seed(swarm, 4, v2)
-        wait_announced(swarm, ASKER, v1.info_hash, 2)
-        wait_announced(swarm, ASKER, hybrid.info_hash, 1)
+        v1_seeds = [seed(swarm, 1, v1), seed(swarm, 2, v1)]
+        hybrid_seed = [seed(swarm, 3, hybrid)]
+        v2_seed = [seed(swarm, 4, v2)]
+        wait_announced(swarm, ASKER, v1.info_hash, 2, handles=v1_seeds)
+        wait_announced(swarm, ASKER, hybrid.info_hash, 1, handles=hybrid_seed)
         assert hybrid.sha256 is not None and v2.sha256 is not None
-        wait_announced(swarm, ASKER, hybrid.sha256[:20], 1)
-        wait_announced(swarm, ASKER, v2.sha256[:20], 1)
+        wait_announced(swarm, ASKER, hybrid.sha256[:20], 1, handles=hybrid_seed)
+        wait_announced(swarm, ASKER, v2.sha256[:20], 1, handles=v2_seed)
         yield Seeded(swarm, v1, hybrid, v2)
 
 

@@ -104,9 +104,10 @@ def main() -> None:
                 await node.bootstrap()
                 for k in range(args.rounds):
                     torrent = make_round_torrent(Path(tmp), k, args.files, rng)
-                    for s in range(1, 1 + args.seeds):
-                        await trio.to_thread.run_sync(seed, swarm, s, torrent)
-                    await trio.to_thread.run_sync(wait_announced, swarm, asker, torrent.info_hash, args.seeds)
+                    handles = [await trio.to_thread.run_sync(seed, swarm, s, torrent)
+                               for s in range(1, 1 + args.seeds)]
+                    await trio.to_thread.run_sync(
+                        lambda: wait_announced(swarm, asker, torrent.info_hash, args.seeds, handles=handles))
                     magnet = f"magnet:?xt=urn:btih:{torrent.info_hash.hex()}"
                     size = len(torrent.data)
                     warm = await ours_seconds(node, magnet)

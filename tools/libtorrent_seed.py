@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from libtorrent_net import LibtorrentSwarm, import_libtorrent, start_swarm
@@ -128,17 +129,33 @@ def seed(swarm: LibtorrentSwarm, i: int, torrent: MadeTorrent, *, timeout: float
     return handle
 
 
-def wait_announced(swarm: LibtorrentSwarm, asker: int, info_hash: bytes, count: int, *, timeout: float = 20.0) -> list[Any]:
+#: Seconds between repeated ``force_dht_announce`` calls while waiting: an
+#: announce that found no node (a session still filling its table) is not
+#: retried by libtorrent before its announce interval, many minutes away.
+REANNOUNCE_INTERVAL = 1.0
+
+
+def wait_announced(swarm: LibtorrentSwarm, asker: int, info_hash: bytes, count: int, *,
+                   handles: Sequence[Any] = (), timeout: float = 30.0) -> list[Any]:
     """Wait until a DHT lookup from session ``asker`` finds ``count`` peers of ``info_hash``.
+
+    Args:
+        handles: the seeds' torrent handles, announced again every
+            :data:`REANNOUNCE_INTERVAL` seconds while waiting.
 
     Raises:
         TimeoutError: fewer peers after ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
+    announced = time.monotonic()
     while True:
         peers = swarm.get_peers(asker, info_hash, timeout=5.0).peers
         if len(peers) >= count:
             return peers
         if time.monotonic() > deadline:
             raise TimeoutError(f"{len(peers)} of {count} seeds of {info_hash.hex()} announced after {timeout} s")
+        if time.monotonic() - announced > REANNOUNCE_INTERVAL:
+            for h in handles:
+                h.force_dht_announce()
+            announced = time.monotonic()
         time.sleep(0.1)
