@@ -28,6 +28,7 @@ from .errors import NodeClosedError as NodeClosedError
 from .errors import QueryTimeout as QueryTimeout
 from .errors import StateFileError as StateFileError
 from .core.events import ExternalAddressChanged as ExternalAddressChanged
+from .core.events import InfohashQueried as InfohashQueried
 from .core.events import PeerAnnounced as PeerAnnounced
 from .wire.krpc import AnnouncePeer as AnnouncePeer
 from .wire.krpc import ErrorCode as ErrorCode
@@ -54,6 +55,16 @@ from .wire.target import TargetError as TargetError
 from .wire.target import parse_target as parse_target
 from .wire.target import Target as Target
 from .wire.target import parse_target_hashes as parse_target_hashes
+from .crawl.estimate import SizeEstimate as SizeEstimate
+from .crawl.estimate import estimate_size as estimate_size
+from .crawl.policy import CrawlLimits as CrawlLimits
+from .crawl.store import CrawlStore as CrawlStore
+from .crawl.store import StoreError as StoreError
+from .crawl.store import open_store as open_store
+
+# Importing the crawl package bound its name here; ``crawl`` is the function
+# (mainline_dht.crawl.crawler.crawl, a trio API, loaded on first use below).
+del crawl  # noqa: F821
 
 
 # The trio layer (and what is built on it) is imported on first use, so that an
@@ -76,6 +87,11 @@ if TYPE_CHECKING:
     from .runtime.transport import DatagramTransport as DatagramTransport
     from .runtime.transport import UDPTransport as UDPTransport
     from .runtime.transport import open_udp_transport as open_udp_transport
+    from .crawl.crawler import Crawl as Crawl
+    from .crawl.crawler import CrawlStats as CrawlStats
+    from .crawl.crawler import InfohashFound as InfohashFound
+    from .crawl.crawler import NodeFound as NodeFound
+    from .crawl.crawler import crawl as crawl
 
 _LAZY: dict[str, str] = {
     "DHTNode": "mainline_dht.runtime.node",
@@ -94,6 +110,11 @@ _LAZY: dict[str, str] = {
     "DatagramTransport": "mainline_dht.runtime.transport",
     "UDPTransport": "mainline_dht.runtime.transport",
     "open_udp_transport": "mainline_dht.runtime.transport",
+    "Crawl": "mainline_dht.crawl.crawler",
+    "CrawlStats": "mainline_dht.crawl.crawler",
+    "InfohashFound": "mainline_dht.crawl.crawler",
+    "NodeFound": "mainline_dht.crawl.crawler",
+    "crawl": "mainline_dht.crawl.crawler",
 }
 
 
@@ -122,6 +143,7 @@ __all__ = [
     "PeerProtocolError",
     "NodeClosedError",
     "PeerAnnounced",
+    "InfohashQueried",
     "ExternalAddressChanged",
     "AnnouncePeer",
     "ErrorCode",
@@ -164,4 +186,15 @@ __all__ = [
     "DatagramTransport",
     "UDPTransport",
     "open_udp_transport",
+    "crawl",
+    "Crawl",
+    "CrawlStats",
+    "CrawlLimits",
+    "NodeFound",
+    "InfohashFound",
+    "SizeEstimate",
+    "estimate_size",
+    "CrawlStore",
+    "StoreError",
+    "open_store",
 ]

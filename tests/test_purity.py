@@ -22,7 +22,9 @@ import pytest
 PURE_PACKAGES = ("mainline_dht.core", "mainline_dht.wire")
 #: The metadata package's I/O-free modules (its fetcher is the trio layer).
 PURE_METADATA_MODULES = ["mainline_dht.metadata.peer_wire", "mainline_dht.metadata.pool", "mainline_dht.metadata.info"]
-PURE_MODULES = ["mainline_dht.errors"] + PURE_METADATA_MODULES + sorted(
+#: The crawl's decisions and its size estimate (its crawler is the trio layer).
+PURE_CRAWL_MODULES = ["mainline_dht.crawl.policy", "mainline_dht.crawl.estimate"]
+PURE_MODULES = ["mainline_dht.errors"] + PURE_METADATA_MODULES + PURE_CRAWL_MODULES + sorted(
     f"{package}.{info.name}"
     for package in PURE_PACKAGES
     for info in pkgutil.iter_modules(importlib.import_module(package).__path__)

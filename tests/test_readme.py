@@ -244,6 +244,25 @@ def test_embed_asyncio_py(testnet: RunningTestnet, tmp_path: Path) -> None:
     assert contacts
 
 
+def test_crawl(testnet: RunningTestnet, tmp_path: Path) -> None:
+    import sqlite3
+
+    result = run_command("crawl", testnet.bootstrap, tmp_path)
+    assert result.returncode == 0, result.stderr
+    crawled = re.search(r"crawled (\d+) nodes", result.stderr)
+    assert crawled and int(crawled[1]) >= int(TESTNET_NODES) - 5, result.stderr
+    db = sqlite3.connect(tmp_path / "crawl.sqlite3")
+    assert db.execute("SELECT count(*) FROM nodes").fetchone()[0] == int(crawled[1])
+    announced = bytes.fromhex("37998897394d4ac3936309e1d75edfaaa2ff91ce")
+    assert db.execute("SELECT reporters FROM infohashes WHERE infohash = ?", (announced,)).fetchone()[0] >= 1
+
+
+def test_crawl_py(testnet: RunningTestnet, tmp_path: Path) -> None:
+    out = run_python("crawl.py", testnet.bootstrap, tmp_path).stdout.splitlines()
+    assert "infohash 37998897394d4ac3936309e1d75edfaaa2ff91ce" in out[:-1]
+    assert re.fullmatch(r"[1-9]\d* nodes answered", out[-1])
+
+
 def test_node(testnet: RunningTestnet, tmp_path: Path) -> None:
     """The node starts, joins, and on Ctrl-C stops and saves its routing table."""
     # --status-interval (a hidden option) makes it report soon that it has joined.
@@ -271,4 +290,4 @@ def test_node(testnet: RunningTestnet, tmp_path: Path) -> None:
 
 #: The examples the tests above check, by name.
 CHECKED = {"testnet", "ping", "announce", "peers", "lookup.py", "announce.py", "embed_trio.py",
-           "embed_threads.py", "embed_asyncio.py", "node"}
+           "embed_threads.py", "embed_asyncio.py", "node", "crawl", "crawl.py"}

@@ -65,6 +65,24 @@ class PeerAnnounced:
 
 
 @dataclass(frozen=True, slots=True)
+class InfohashQueried:
+    """A remote node asked us for the peers of an infohash (BEP 5 ``get_peers``).
+
+    Reported for every ``get_peers`` query we answer, so that a crawler learns
+    the infohashes others look for (``announce_peer`` is :class:`PeerAnnounced`).
+
+    Attributes:
+        info_hash: the infohash asked for.
+        sender_id: the querier's node ID.
+        addr: the querier's address.
+    """
+
+    info_hash: bytes
+    sender_id: bytes
+    addr: Address
+
+
+@dataclass(frozen=True, slots=True)
 class ExternalAddressChanged:
     """The nodes that answer us agree on a new external IP address for us (BEP 42 ``ip``).
 
@@ -205,6 +223,7 @@ Event = Union[
     ErrorReceived,
     QueryTimedOut,
     PeerAnnounced,
+    InfohashQueried,
     ExternalAddressChanged,
     LookupPeersFound,
     LookupReplied,

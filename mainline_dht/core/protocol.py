@@ -47,7 +47,7 @@ import random
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from ..wire import bencode
 from ..wire.bencode import decode_untrusted
@@ -57,6 +57,7 @@ from .events import (
     ErrorReceived,
     Event,
     ExternalAddressChanged,
+    InfohashQueried,
     OperationId,
     PeerAnnounced,
     QueryTimedOut,
@@ -219,6 +220,11 @@ class NodeConfig:
     """BEP 44: seconds a stored item lives unless put again."""
     max_items: int = items.DEFAULT_MAX_ITEMS
     """BEP 44: items stored at once (and :data:`~.items.DEFAULT_MAX_ITEMS_PER_IP` per writer IP)."""
+    sample_infohashes: Literal["samples", "nodes", "error"] = "samples"
+    """How ``sample_infohashes`` is answered: ``"samples"`` as BEP 51 says; or as a
+    node without BEP 51 does, ``"nodes"`` (like ``find_node``: libtorrent's rule for
+    unknown queries that carry a target) or ``"error"`` (204, method unknown). The
+    other two are for simulating the live DHT's mix of clients (crawler tests)."""
     bep42_node_id: bool = True
     """BEP 42: when the nodes that answer us agree on our external address and
     our node ID is not valid for it, take a new ID that is. Nodes that enforce or
@@ -873,7 +879,9 @@ class NodeProtocol:
             self._learn_querier(msg.sender_id, addr, now, msg.read_only)
         if isinstance(query, AnnouncePeer):
             self._answer_announce(msg, query, addr, now)
-        elif isinstance(query, SampleInfohashes):
+        elif isinstance(query, SampleInfohashes) and self.config.sample_infohashes == "error":
+            self._send_error(msg.tid, ErrorCode.METHOD_UNKNOWN, "method unknown", addr)
+        elif isinstance(query, SampleInfohashes) and self.config.sample_infohashes == "samples":
             r: dict[bytes, object] = self._nodes_dict(query.target, want, addr)
             r[b"samples"] = b"".join(self.peer_store.sample_infohashes(self.rng, self.config.max_samples))
             r[b"num"] = self.peer_store.num_infohashes
@@ -957,6 +965,7 @@ class NodeProtocol:
                     (_ip_head(addr), self._reply_r_head, nodes_field, nodes, tid_field, tid, self._reply_tail)
                 )
             else:
+                self._events.append(InfohashQueried(target, sender_id, addr))
                 ip = addr[0]
                 until = self._token_memo_until
                 token_field = None

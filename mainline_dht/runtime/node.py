@@ -63,6 +63,7 @@ from ..core.events import (
     LookupPeersFound,
     LookupReplied,
     OperationId,
+    InfohashQueried,
     PeerAnnounced,
     QueryTimedOut,
     RefreshFinished,
@@ -240,6 +241,7 @@ class DHTNode(ItemsMixin):
         self._ops: dict[OperationId, Callable[[Event], None]] = {}
         self._timer_scope: trio.CancelScope | None = None
         self._announce_callbacks: list[Callable[[PeerAnnounced], None]] = []
+        self._queried_callbacks: list[Callable[[InfohashQueried], None]] = []
         self._routers_resolved = False
         self._resolving: trio.Event | None = None
         self.joined = trio.Event()
@@ -316,14 +318,29 @@ class DHTNode(ItemsMixin):
         """Datagrams whose handling raised (a bug in the core); the node carried on."""
         return self._internal_errors.count
 
-    def on_peer_announced(self, callback: Callable[[PeerAnnounced], None]) -> None:
+    def on_peer_announced(self, callback: Callable[[PeerAnnounced], None]) -> Callable[[], None]:
         """Call ``callback`` for every valid ``announce_peer`` we receive.
 
         The callback runs inside the receive loop: it must not block. An
         exception it raises is logged (rate-limited) and counted in
         ``stats.callback_errors``; the node carries on.
+
+        Returns:
+            A function that stops the calls.
         """
         self._announce_callbacks.append(callback)
+        return lambda: self._announce_callbacks.remove(callback)
+
+    def on_infohash_queried(self, callback: Callable[[InfohashQueried], None]) -> Callable[[], None]:
+        """Call ``callback`` for every ``get_peers`` query we answer (how a crawler
+        learns the infohashes other nodes look for). Runs as
+        :meth:`on_peer_announced` callbacks do.
+
+        Returns:
+            A function that stops the calls.
+        """
+        self._queried_callbacks.append(callback)
+        return lambda: self._queried_callbacks.remove(callback)
 
     # --- the core's outputs ---------------------------------------------------------
 
@@ -339,6 +356,12 @@ class DHTNode(ItemsMixin):
                 waiter = self._waiters.pop(event.key, None)  # type: ignore[union-attr]
                 if waiter is not None:
                     waiter(event)
+            elif t is InfohashQueried:
+                for queried_cb in self._queried_callbacks:
+                    try:
+                        queried_cb(event)  # type: ignore[arg-type]
+                    except Exception:  # the user's bug must not stop the node
+                        self._callback_errors.record(queried_cb)
             elif t is PeerAnnounced:
                 for cb in self._announce_callbacks:
                     try:

@@ -24,7 +24,7 @@ import hashlib
 import math
 import random
 import statistics
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -200,6 +200,7 @@ async def open_sim_network(
     dead_fraction: float = 0.0,
     config: NodeConfig | None = None,
     join: str = "prefill",
+    config_for: Callable[[int], NodeConfig | None] | None = None,
 ) -> AsyncIterator[SimNetwork]:
     """Build and run an ``n``-node DHT on an in-memory network.
 
@@ -211,6 +212,8 @@ async def open_sim_network(
         dead_fraction: share of nodes that never answer.
         config: protocol settings of every live node.
         join: ``"prefill"`` or ``"bootstrap"`` (see the module docstring).
+        config_for: node index -> its settings, for a network of mixed clients
+            (overrides ``config``; ``None`` from it means the default settings).
     """
     rng = random.Random(f"{seed}:net")
     async with open_memory_network(rng=rng, link=link or LinkModel()) as net, AsyncExitStack() as stack:
@@ -233,7 +236,7 @@ async def open_sim_network(
                     transport=transport,
                     node_id=contact.id,
                     bootstrap=(),
-                    config=config,
+                    config=config if config_for is None else config_for(i),
                     rng=random.Random(f"{seed}:{i}"),
                 )
             )

@@ -1,0 +1,163 @@
+"""The crawler on simulated networks (mainline_dht.crawl.crawler over mainline_dht.testing).
+
+Everything runs under trio's MockClock (``autojump_clock``): minutes of simulated
+crawling cost seconds of wall time. The networks mix clients as the live DHT
+does: some answer ``sample_infohashes`` (BEP 51), others answer it like
+``find_node`` or with error 204; some store infohashes, a few more than one
+reply holds; 10% of the nodes are dead and 2% of the datagrams are lost.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+import trio
+import trio.testing
+
+from mainline_dht.crawl.crawler import Crawl, InfohashFound, NodeFound, crawl
+from mainline_dht.crawl.policy import CrawlLimits
+from mainline_dht.crawl.sqlite_store import SQLiteStore
+from mainline_dht.testing._crawl_sim import CRAWLER_ADDRESS, open_crawl_network
+from mainline_dht.testing._memory_net import Packet
+
+#: Unix time at the simulation's start (the crawl's wall clock is this plus trio's clock).
+T0 = 1_700_000_000.0
+
+
+def _window_max(times: list[float], window: float = 10.0) -> int:
+    q: deque[float] = deque()
+    best = 0
+    for t in sorted(times):
+        q.append(t)
+        while q[0] <= t - window:
+            q.popleft()
+        best = max(best, len(q))
+    return best
+
+
+async def test_crawl_of_5000_nodes_finds_nodes_infohashes_and_the_size(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    async with open_crawl_network(5000, seed=1, sample_interval=10) as cn:
+        # Every query the crawler's address sends, by destination IP: lookups and
+        # the node's own pings included, not only the crawl's queries.
+        sent: dict[str, list[float]] = defaultdict(list)
+
+        def watch(packet: Packet) -> Packet:
+            if packet.source == CRAWLER_ADDRESS and b"1:y1:q" in packet.payload:
+                sent[packet.destination[0]].append(trio.current_time())
+            return packet
+
+        cn.sim.net.route_packet = watch
+        store = SQLiteStore(tmp_path / "crawl.sqlite3")
+        nodes: set[bytes] = set()
+        infohashes: set[bytes] = set()
+        async with crawl(cn.crawler, duration=30.0, rate=1000.0, store=store, rng=random.Random(2),
+                         wall_clock=lambda: T0 + trio.current_time()) as found:
+            async for item in found:
+                if isinstance(item, NodeFound):
+                    assert item.node_id not in nodes
+                    nodes.add(item.node_id)
+                else:
+                    assert isinstance(item, InfohashFound) and item.info_hash not in infohashes
+                    infohashes.add(item.info_hash)
+        truth = cn.truth
+        stats = found.stats
+    live = set(truth.live)
+    assert len(nodes & live) >= 0.95 * len(live)
+    bep51_held = truth.bep51_infohashes
+    assert len(infohashes & bep51_held) >= 0.90 * len(bep51_held)
+    assert stats.estimate is not None
+    assert abs(stats.estimate.nodes / len(live) - 1) <= 0.15
+    # Polite: the crawl's rate, and far from libtorrent's 50 queries in 10 s to any IP.
+    assert stats.queries <= 1000 * 30 + 100
+    assert max(_window_max(times) for times in sent.values()) < 50
+    # No BEP 51 is remembered: nodes that answered 204 or like find_node are marked so.
+    counts = store.counts()
+    # (a node whose first answer came as the crawl stopped is stored, its event not sent)
+    assert counts.nodes == stats.nodes >= len(nodes) >= counts.nodes - 20
+    assert counts.infohashes >= len(infohashes) >= counts.infohashes - 20
+    stored = list(store.load_nodes())
+    assert all(r.bep51 == (r.node_id in truth.bep51) for r in stored if r.bep51 is not None)
+    assert sum(r.bep51 is not None for r in stored) >= 0.95 * len(stored)
+    store.close()
+
+
+async def test_a_second_run_does_not_re_ask_nodes_before_their_interval(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Three runs on one database, as a crawler restarted a minute and an hour
+    later would make them (the wall clock the crawl sees jumps; the simulated
+    network need not run for that hour)."""
+    path = tmp_path / "crawl.sqlite3"
+    limits = CrawlLimits(revisit_after=3600.0)
+    async with open_crawl_network(300, seed=4, sample_interval=3600) as cn:
+        samples_to: list[str] = []
+
+        def watch(packet: Packet) -> Packet:
+            if packet.source == CRAWLER_ADDRESS and b"17:sample_infohashes" in packet.payload:
+                samples_to.append(packet.destination[0])
+            return packet
+
+        async def run(store: SQLiteStore, later: float, **options: Any) -> Crawl:
+            start = trio.current_time()
+            async with crawl(cn.crawler, rate=500.0, store=store, estimate_lookups=4, limits=limits,
+                             rng=random.Random(later),
+                             wall_clock=lambda: T0 + later + trio.current_time() - start, **options) as found:
+                async for _ in found:
+                    pass
+            return found
+
+        cn.sim.net.route_packet = watch
+        store = SQLiteStore(path)
+        first = await run(store, 0.0, stop_when_idle=600.0)
+        store.close()
+        assert first.stats.bep51_nodes > 50 and len(samples_to) >= first.stats.bep51_nodes
+        # A minute later, a new run on the same database: every node gave a one-hour
+        # interval (or is revisited hourly), so none is asked again.
+        samples_to.clear()
+        store = SQLiteStore(path)
+        restored = {r.node_id: r for r in store.load_nodes()}
+        assert len(restored) == first.stats.nodes
+        second = await run(store, 60.0, stop_when_idle=600.0)
+        assert second.stats.crawl_queries <= 0.1 * first.stats.crawl_queries
+        assert set(samples_to) & {r.addr[0] for r in restored.values()} == set()
+        # An hour on, they are due again.
+        third = await run(store, 3700.0, duration=30.0)
+        assert third.stats.bep51_nodes >= 0.9 * first.stats.bep51_nodes
+        store.close()
+
+
+async def test_passive_learning_from_queries_our_node_receives(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_crawl_network(200, seed=6, dead_fraction=0.0, loss=0.0) as cn:
+        wanted = b"\x42" * 20
+        announced = b"\x43" * 20
+        seen: list[InfohashFound] = []
+        async with crawl(cn.crawler, rate=200.0, duration=30.0, estimate_lookups=0,
+                         rng=random.Random(1), wall_clock=lambda: T0 + trio.current_time()) as found:
+
+            async def ask() -> None:
+                await trio.sleep(1.0)
+                asker = cn.sim.nodes[3]
+                from mainline_dht.wire.krpc import AnnouncePeer, GetPeers
+
+                reply = await asker.query(cn.crawler.local_address, GetPeers(wanted))
+                await asker.query(cn.crawler.local_address, GetPeers(announced))
+                assert reply.token is not None
+                token = (await asker.query(cn.crawler.local_address, GetPeers(announced))).token
+                assert token is not None
+                await asker.query(cn.crawler.local_address, AnnouncePeer(announced, 5555, token))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ask)
+                async for item in found:
+                    if isinstance(item, InfohashFound) and item.passive:
+                        seen.append(item)
+        assert {i.info_hash for i in seen} == {wanted, announced}
+        assert all(i.source[0] == cn.sim.nodes[3].local_address[0] for i in seen)
+        assert found.stats.passive_infohashes == 2
+        # the hooks are gone once the crawl ends
+        assert cn.crawler._queried_callbacks == [] and cn.crawler._announce_callbacks == []
