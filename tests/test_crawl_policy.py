@@ -226,3 +226,15 @@ def test_answers_to_unknown_queries_are_ignored() -> None:
     assert p.on_response(stray, T0, sender_id=stray.node_id) is None
     assert p.on_timeout(stray, T0) is None and p.on_error(stray, T0) is None
     assert p.in_flight == 0
+
+
+def test_our_own_node_is_never_visited() -> None:
+    p = _policy(rate=100.0, burst=100.0)
+    me = _contact(99)
+    p.exclude.add(me.id)
+    assert not p.add_contact(me, T0)
+    c = _contact(1)
+    p.add_contact(c, T0)
+    (q,) = p.next_queries(T0)
+    assert p.on_response(q, T0, sender_id=me.id) is None  # our own answer, at another's address
+    assert me.id not in p.nodes

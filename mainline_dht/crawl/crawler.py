@@ -355,6 +355,7 @@ class Crawl:
                 nursery.start_soon(self._flush_loop)
                 while True:
                     now = self._wall()
+                    policy.exclude.add(node.node_id)  # (BEP 42 may change it during the crawl)
                     self._charge_others(now)
                     for q in policy.next_queries(now):
                         nursery.start_soon(self._ask, q, send)
@@ -418,6 +419,7 @@ async def crawl(
     rng = rng or random.SystemRandom()
     limits = replace(limits or CrawlLimits(), rate=rate)
     policy = CrawlPolicy(rng=rng, now=wall_clock(), limits=limits)
+    policy.exclude.add(node.node_id)
     if store is not None:
         records = await trio.to_thread.run_sync(lambda: list(store.load_nodes()))
         now = wall_clock()

@@ -208,6 +208,8 @@ class CrawlPolicy:
         self.in_flight = 0
         self.counters = CrawlCounters()
         self._dirty: dict[bytes, NodeState] = {}
+        #: IDs never to visit: our own node's (it appears in others' replies).
+        self.exclude: set[bytes] = set()
 
     # --- learning of nodes ------------------------------------------------------------
 
@@ -215,7 +217,7 @@ class CrawlPolicy:
         """A node someone told us of (unverified). Returns whether it is new."""
         if contact.id in self.nodes or len(self.nodes) >= self.limits.max_nodes:
             return False
-        if not 0 < contact.addr[1] < 65536:
+        if not 0 < contact.addr[1] < 65536 or contact.id in self.exclude:
             return False
         node = NodeState(contact.id, contact.addr)
         self.nodes[contact.id] = node
@@ -432,6 +434,8 @@ class CrawlPolicy:
             # Someone else answers at this address now: record that node, forget this one.
             node.dead = True
             c.dead += 1
+            if sender_id in self.exclude:
+                return None
             other = self.nodes.get(sender_id)
             if other is None and len(self.nodes) < self.limits.max_nodes:
                 other = self.nodes[sender_id] = NodeState(sender_id, query.addr)
