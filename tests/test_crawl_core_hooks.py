@@ -13,8 +13,11 @@ ADDR = ("10.1.2.3", 6881)
 TARGET = b"\x5a" * 20
 
 
-def test_get_peers_queries_are_reported() -> None:
+def test_get_peers_queries_are_reported_when_asked_for() -> None:
     core = make_core(1)
+    ask(core, raw_query(b"get_peers", {b"info_hash": TARGET}), ADDR, 0.5)
+    assert not any(isinstance(e, InfohashQueried) for e in drain_events(core))  # off by default
+    core.report_infohash_queries = True
     ask(core, raw_query(b"get_peers", {b"info_hash": TARGET}, sender=b"\x22" * 20), ADDR, 1.0)
     ask(core, raw_query(b"find_node", {b"target": TARGET}), ADDR, 1.0)
     events = [e for e in drain_events(core) if isinstance(e, InfohashQueried)]

@@ -147,13 +147,13 @@ def test_no_bep51_is_remembered_and_never_sampled_again() -> None:
     # 204: gets one find_node for its neighbours, at once
     p.on_error(qs[error_204.id], T0, 204)
     assert p.nodes[like_find_node.id].bep51 is False and p.nodes[error_204.id].bep51 is False
-    later = p.next_queries(T0 + 1)
+    later = p.next_queries(T0 + 1) + p.next_queries(T0 + p.limits.retry_after)
     kinds = {q.node_id: q.kind for q in later}
     assert kinds[error_204.id] is QueryKind.FIND_NODE
     assert like_find_node.id not in kinds
     assert _contact(3).id in kinds  # learned from the reply
     for q in later:
-        p.on_response(q, T0 + 1, sender_id=q.node_id)
+        p.on_response(q, T0 + 20, sender_id=q.node_id)
     # at the revisit: find_node again, never sample_infohashes
     revisit = p.next_queries(T0 + 200)
     assert {q.node_id: q.kind for q in revisit}[like_find_node.id] is QueryKind.FIND_NODE

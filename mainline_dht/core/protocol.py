@@ -386,6 +386,9 @@ class NodeProtocol:
         # IP -> its bencoded ``token`` field, valid until the secret rotates at _token_memo_until.
         self._token_memo: dict[str, bytes] = {}
         self._token_memo_until = -math.inf
+        #: Report every ``get_peers`` query we answer as an :class:`InfohashQueried`
+        #: event (off unless someone listens: a crawler; it costs the hot path an event).
+        self.report_infohash_queries = False
         # Lookups, bootstrap, refresh, announce and save schedule (core/behaviour.py).
         self._behaviour = NodeBehaviour(self, now)
 
@@ -965,7 +968,8 @@ class NodeProtocol:
                     (_ip_head(addr), self._reply_r_head, nodes_field, nodes, tid_field, tid, self._reply_tail)
                 )
             else:
-                self._events.append(InfohashQueried(target, sender_id, addr))
+                if self.report_infohash_queries:
+                    self._events.append(InfohashQueried(target, sender_id, addr))
                 ip = addr[0]
                 until = self._token_memo_until
                 token_field = None

@@ -24,7 +24,8 @@ The visit plan:
   share of each is :attr:`CrawlLimits.neighbour_share`.
 - A node that answers without samples, or with error 204, does not support
   BEP 51: it is remembered as such and never sampled again. After an error
-  (whose reply had no ``nodes``) it gets one ``find_node`` for its neighbours.
+  (whose reply had no ``nodes``) it gets one ``find_node`` for its neighbours,
+  ``retry_after`` seconds later.
 - A node whose ``num`` is larger than the distinct samples it has shown us is
   asked again after its ``interval``, up to :attr:`CrawlLimits.max_sample_rounds`
   times; otherwise it is revisited after ``max(interval, revisit_after)``.
@@ -499,7 +500,9 @@ class CrawlPolicy:
         self._answered(node, now, None)
         if query.kind is QueryKind.SAMPLE:
             self._set_bep51(node, False)
-            node.next_visit = now  # its neighbours, through find_node
+            # Its neighbours, through find_node, once the first wave has passed:
+            # by then others' replies have usually named them already.
+            node.next_visit = now + self.limits.retry_after
         else:
             node.next_visit = now + self.limits.revisit_after
         self._mark(node, now)

@@ -340,7 +340,13 @@ class DHTNode(ItemsMixin):
             A function that stops the calls.
         """
         self._queried_callbacks.append(callback)
-        return lambda: self._queried_callbacks.remove(callback)
+        self.proto.report_infohash_queries = True
+
+        def stop() -> None:
+            self._queried_callbacks.remove(callback)
+            self.proto.report_infohash_queries = bool(self._queried_callbacks)
+
+        return stop
 
     # --- the core's outputs ---------------------------------------------------------
 
