@@ -145,6 +145,17 @@ async def test_queries_go_out_through_the_overlay_of_the_address_family(
                 await only4.find_node(a.node_id, family=6)
 
 
+async def test_the_memory_network_hands_out_fresh_ipv6_addresses(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_memory_network(rng=random.Random(0)) as net:
+        t4, t6a, t6b = net.open_transport(), net.open_transport(family=6), net.open_transport(family=6)
+        assert t4.local_address[0].startswith("10.")
+        assert (t6a.local_address[0], t6b.local_address[0]) == ("fd00::1", "fd00::2")
+        async with open_node(transport=[t6a, t4], bootstrap=(), rng=random.Random(1)) as a:
+            async with open_node(transport=t6b, bootstrap=(), rng=random.Random(2)) as b:
+                assert [o.family for o in a.overlays] == [4, 6]
+                assert (await b.ping(t6a.local_address)).sender_id == a.overlay(6).node_id  # type: ignore[union-attr]
+
+
 async def test_one_transport_per_family(autojump_clock: trio.testing.MockClock) -> None:
     async with open_memory_network(rng=random.Random(0)) as net:
         with pytest.raises(LocalProtocolError):

@@ -379,18 +379,21 @@ class MemoryNetwork:
         self._heap: list[_Entry] = []
         self._seq = 0
         self._next_host = 0
+        self._next_host6 = 0
         self._running = False
         self._sleep_scope: trio.CancelScope | None = None
 
     # -- endpoints ---------------------------------------------------------------------------
 
-    def open_transport(self, addr: Address | None = None) -> MemoryTransport:
+    def open_transport(self, addr: Address | None = None, *, family: int = 4) -> MemoryTransport:
         """Attach a new transport to the network.
 
         Args:
             addr: the (host, port) to take, or ``None`` to be given a fresh one
                 (10.0.0.1:6881, 10.0.0.2:6881, ...; never reused in this network's lifetime,
                 and never real traffic: these addresses exist only in memory).
+            family: the family of a fresh address: 4, or 6 for ``[fd00::1]:6881``,
+                ``[fd00::2]:6881``, ... (BEP 32: a dual-stack node takes one of each).
 
         Returns:
             The open transport.
@@ -400,7 +403,7 @@ class MemoryNetwork:
             ValueError: if ``addr`` is not a (str, port 1-65535) pair.
         """
         if addr is None:
-            addr = self._fresh_address()
+            addr = self._fresh_address() if family == 4 else self._fresh_address6()
         else:
             host, port = addr
             if not isinstance(host, str) or not isinstance(port, int) or not 0 < port < 65536:
@@ -421,6 +424,13 @@ class MemoryNetwork:
             if n & 0xFF in (0, 0xFF):
                 continue
             addr = (f"10.{n >> 16}.{(n >> 8) & 0xFF}.{n & 0xFF}", AUTO_PORT)
+            if addr not in self._transports:
+                return addr
+
+    def _fresh_address6(self) -> Address:
+        while True:
+            self._next_host6 += 1
+            addr = (f"fd00::{self._next_host6:x}", AUTO_PORT)
             if addr not in self._transports:
                 return addr
 
