@@ -299,3 +299,22 @@ def test_dual_stack_node_finds_peers_in_both_families(net: ThreadedNetwork) -> N
             assert node.local_address == node.local_addresses[0]
             assert set(node.get_peers(h, timeout=WAIT)) == {(net.net.nodes[1].local_address[0], 47001),
                                                             ("::1", 47002)}
+
+
+def test_iter_peers_stats_tell_no_peers_from_no_answer(net: ThreadedNetwork) -> None:
+    h = info_hash("stats")
+    net.announce(2, h, 48000)
+    with open_node(net, 16) as node:
+        with node.iter_peers(h, timeout=WAIT) as peers:
+            assert list(peers) == [(net.net.nodes[2].local_address[0], 48000)]
+        assert peers.stats.replies > 0 and peers.stats.peers == 1 and peers.stats.finished_at is not None
+        with node.iter_peers(info_hash("nobody has this"), timeout=WAIT) as peers:
+            assert list(peers) == []
+        assert peers.stats.replies > 0 and peers.stats.peers == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((bind(9)[0], 0))
+        with open_node(net, 17, bootstrap=[silent.getsockname()], join=False) as node:
+            with node.iter_peers(h, timeout=0.3) as peers:
+                assert list(peers) == []
+                assert peers.stats.queries >= 1
+            assert peers.stats.replies == 0  # nothing answered: not the same as "no peers"

@@ -25,6 +25,7 @@ its routing table (when it has a state file).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -39,6 +40,7 @@ from typing import Final, TypeVar, final
 
 import trio
 
+from ..core.lookup import LookupStats
 from ..core.protocol import NodeConfig
 from ..errors import LocalProtocolError, NodeClosedError
 from ..wire.contact import Address, Contact
@@ -49,6 +51,7 @@ from .node import (
     DEFAULT_PORT,
     DHTNode,
     NodeStats,
+    PeerStream,
     open_node,
     resolve_address,
 )
@@ -478,7 +481,8 @@ class Node:
         The lookup starts at once and runs while the caller iterates (up to
         :data:`PEER_BUFFER` peers wait for a slow reader). ``close()`` on the
         iterator, or leaving its ``with`` block, stops the lookup and returns once
-        it has stopped; an iterator dropped unfinished stops its lookup too.
+        it has stopped; an iterator dropped unfinished stops its lookup too. Its
+        :attr:`~PeerIterator.stats` hold the lookup's figures.
 
         Usage::
 
@@ -536,6 +540,28 @@ class PeerIterator:
             self.close()
             raise
 
+    @property
+    def stats(self) -> LookupStats:
+        """A copy of the lookup's figures: live while it runs, final once it has ended.
+
+        ``stats.replies == 0`` after the lookup tells an unreachable network from
+        a torrent without peers.
+        """
+        feed = self._feed
+        if feed.final_stats is not None:
+            return feed.final_stats
+
+        def copy() -> LookupStats:
+            stream = feed.stream
+            return LookupStats() if stream is None else dataclasses.replace(stream.stats)
+
+        try:
+            return self._runner.call_sync(copy)
+        except NodeClosedError:
+            if feed.final_stats is not None:  # the node closed in the meantime
+                return feed.final_stats
+            raise
+
     def close(self) -> None:
         """Stop the lookup (if it still runs) and wait until it has stopped. Idempotent."""
         self._finished = True
@@ -573,6 +599,9 @@ class _PeerFeed:
         self.receive: trio.MemoryReceiveChannel[Address] | None = None
         self.scope: trio.CancelScope | None = None
         self.error: BaseException | None = None
+        self.stream: PeerStream | None = None
+        #: A copy of the lookup's figures once it has ended (read from any thread).
+        self.final_stats: LookupStats | None = None
         self.done = trio.Event()
 
 
@@ -593,6 +622,7 @@ def _start_feed(feed: _PeerFeed, node: DHTNode, info_hash: bytes, deadline: floa
             async with send:
                 with feed.scope:
                     async with node.get_peers(info_hash) as stream:
+                        feed.stream = stream
                         async for peer in stream:
                             await send.send(peer)
         except trio.BrokenResourceError:
@@ -600,6 +630,8 @@ def _start_feed(feed: _PeerFeed, node: DHTNode, info_hash: bytes, deadline: floa
         except Exception as exc:  # for the reader, in its own thread
             feed.error = _collapse(exc)
         finally:
+            if feed.stream is not None:
+                feed.final_stats = dataclasses.replace(feed.stream.stats)
             feed.done.set()
 
     tasks.start_soon(run)

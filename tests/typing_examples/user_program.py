@@ -125,6 +125,7 @@ def with_threads(bootstrap: Address) -> list[Address]:
             assert_type(stream, mainline_dht.blocking.PeerIterator)
             for peer in stream:
                 assert_type(peer, Address)
+        assert_type(stream.stats, LookupStats)
         assert_type(node.announce(INFO_HASH), int)
         assert_type(node.ping(bootstrap), ResponseMessage)
         assert_type(node.stats(), NodeStats)
