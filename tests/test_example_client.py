@@ -37,6 +37,7 @@ def test_example_client_finds_the_peer_and_is_found(tmp_path: Path) -> None:
         out = result.stdout
         assert f"peer for {WANT.hex()}: {seeder.local_address[0]}:45000\n" in out
         assert re.search(rf"announced {SEED.hex()} on port 46000: [1-9]\d* nodes accepted", out)
+        assert re.search(rf"lookup of {WANT.hex()} done: 1 peers from [1-9]\d* nodes that answered", out)
         assert re.search(r"stopped after \d+ s; [1-9]\d* contacts in the routing table, saved to client\.dat", out)
 
         async def peers_of_seed() -> list[tuple[str, int]]:

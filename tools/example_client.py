@@ -83,7 +83,12 @@ def downloading(node: Node, info_hash: bytes, stop: threading.Event, first_done:
                         if peer not in known:
                             known.add(peer)
                             say(f"peer for {info_hash.hex()}: {peer[0]}:{peer[1]}")
-                say(f"lookup of {info_hash.hex()} done: {found} peers, {len(known)} known in all")
+                answered = peers.stats.replies
+                if answered == 0:
+                    say(f"lookup of {info_hash.hex()}: no node answered (check --bootstrap and the network)")
+                else:
+                    say(f"lookup of {info_hash.hex()} done: {found} peers from {answered} nodes that answered, "
+                        f"{len(known)} known in all")
             except NodeClosedError:
                 return
             except DHTError as exc:
