@@ -288,6 +288,33 @@ def test_node(testnet: RunningTestnet, tmp_path: Path) -> None:
     assert contacts
 
 
+#: The immutable item the put example stores: the SHA-1 of b"5:hello".
+HELLO_TARGET = "e28910ea0adb94dd45ced75fbff3e135c01bc437"
+
+
+def test_put_and_get(testnet: RunningTestnet, tmp_path: Path) -> None:
+    put = run_command("put", testnet.bootstrap, tmp_path)
+    assert put.returncode == 0, put.stderr
+    assert put.stdout.strip() == HELLO_TARGET and "stored on" in put.stderr
+    got = run_command("get", testnet.bootstrap, tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == "hello\n"
+
+
+def test_items_py(testnet: RunningTestnet, tmp_path: Path) -> None:
+    lines = run_python("items.py", testnet.bootstrap, tmp_path).stdout.splitlines()
+    assert lines[0] == f"{HELLO_TARGET} b'hello'"
+    assert re.fullmatch(r"seq 1 on [1-9]\d* nodes: \{b'version': 2\}", lines[1]), lines
+
+
+def test_scrape(testnet: RunningTestnet, tmp_path: Path) -> None:
+    result = run_command("scrape", testnet.bootstrap, tmp_path)
+    assert result.returncode == 0, result.stderr
+    # The announce example's peer, announced without --seed: one downloader, no seeds.
+    assert "about 0 seeds and 1 downloaders" in result.stderr
+
+
 #: The examples the tests above check, by name.
 CHECKED = {"testnet", "ping", "announce", "peers", "lookup.py", "announce.py", "embed_trio.py",
-           "embed_threads.py", "embed_asyncio.py", "node", "crawl", "crawl.py"}
+           "embed_threads.py", "embed_asyncio.py", "node", "crawl", "crawl.py", "put", "get", "items.py",
+           "scrape"}
