@@ -114,6 +114,8 @@ def main() -> None:
                     cold = await ours_cold_seconds(bootstrap, magnet)
                     lt_s = await trio.to_thread.run_sync(
                         libtorrent_magnet_seconds, swarm, asker - 1, magnet, Path(tmp) / f"lt{k}")
+                    for s, h in zip(range(1, 1 + args.seeds), handles):
+                        swarm.session(s).remove_torrent(h)
                     ours_warm.append(warm)
                     ours_cold.append(cold)
                     lts.append(lt_s)

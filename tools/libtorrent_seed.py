@@ -119,6 +119,10 @@ def seed(swarm: LibtorrentSwarm, i: int, torrent: MadeTorrent, *, timeout: float
     atp = lt.add_torrent_params()
     atp.ti = lt.torrent_info(torrent.data)
     atp.save_path = str(torrent.save_path)
+    # neither queued nor paused: libtorrent pauses auto-managed torrents beyond active_seeds (5),
+    # and a paused torrent does not announce; seed mode: the files were just written, skip the check
+    atp.flags &= ~(lt.torrent_flags.auto_managed | lt.torrent_flags.paused)
+    atp.flags |= lt.torrent_flags.seed_mode
     handle = swarm.session(i).add_torrent(atp)
     deadline = time.monotonic() + timeout
     while not handle.status().is_seeding:
