@@ -8,6 +8,7 @@ import math
 import signal
 import sys
 import threading
+import time
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -15,7 +16,9 @@ import trio
 
 from ..crawl.crawler import Crawl, CrawlStats, InfohashFound, NodeFound, crawl
 from ..crawl.policy import CrawlLimits
-from ..crawl.store import CrawlStore, StoreError, default_db_path, open_store
+from ..crawl.store import CrawlStore, StoreError, TorrentRecord, default_db_path, open_store
+from ..metadata.harvest import DEFAULT_HARVEST_RATE, MetadataHarvester
+from ..metadata.info import TorrentInfo
 from ..runtime.node import DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_TIMEOUT, collapse_single_errors
 from ._common import (
     EXIT_OK,
@@ -46,6 +49,16 @@ def _rate_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value <= 100_000 or math.isinf(value):
         raise argparse.ArgumentTypeError(f"must be a number of queries per second above 0 (at most 100000): {text!r}")
+    return value
+
+
+def _metadata_rate_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 100 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a number of fetches per second above 0 (at most 100): {text!r}")
     return value
 
 
@@ -100,10 +113,25 @@ async def _run_crawl(args: argparse.Namespace, store: CrawlStore) -> int:
                 signals = stack.enter_context(trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
                 outer.start_soon(on_signal, signals)
             outer.start_soon(progress)
+            harvester = None
+            if args.metadata:
+                harvester = MetadataHarvester(node, rate=args.metadata_rate)
+
+                async def on_torrent(info: TorrentInfo) -> None:
+                    record = TorrentRecord(info.info_hash, info.name, info.length,
+                                           tuple(("/".join(f.path), f.length) for f in info.files), time.time())
+                    await trio.to_thread.run_sync(store.write_torrents, [record])
+                    if args.json:
+                        emit({"event": "torrent", "infohash": info.info_hash.hex(), "name": info.name,
+                              "length": info.length, "files": len(info.files)})
+
+                outer.start_soon(harvester.run, on_torrent)
             with stop:
                 async with crawl(node, duration=args.duration, rate=args.rate, store=store,
                                  limits=CrawlLimits(rate=args.rate)) as found:
                     async for item in found:
+                        if harvester is not None and isinstance(item, InfohashFound):
+                            harvester.offer(item.info_hash)
                         if not args.json:
                             continue
                         if isinstance(item, NodeFound):
@@ -177,5 +205,11 @@ def register(sub: Any, parents: Parents) -> None:
     p.add_argument("--json", action="store_true",
                    help='print JSON lines: {"event": "node", ...} per new node, {"event": "infohash", ...} '
                    'per new infohash, then {"event": "done", ...}')
+    p.add_argument("--metadata", action="store_true",
+                   help="also fetch each new infohash's metadata from its peers (BEP 9) into the table "
+                   "'torrents' (name, total length, files); --json adds {\"event\": \"torrent\", ...}")
+    p.add_argument("--metadata-rate", metavar="N", type=_metadata_rate_arg, default=DEFAULT_HARVEST_RATE,
+                   help=f"with --metadata: start at most N fetches a second (default {DEFAULT_HARVEST_RATE:g}; "
+                   "each is a lookup and a few TCP connections)")
     p.set_defaults(run=cmd_crawl)
 

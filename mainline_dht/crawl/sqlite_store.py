@@ -7,13 +7,14 @@ writes to it; each :meth:`SQLiteStore.write` is one transaction.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from .store import SCHEMA_VERSION, InfohashReport, NodeRecord, StoreCounts, StoreError
+from .store import SCHEMA_VERSION, InfohashReport, NodeRecord, StoreCounts, StoreError, TorrentRecord
 
 __all__ = ["SQLiteStore"]
 
@@ -49,6 +50,14 @@ CREATE TABLE IF NOT EXISTS infohash_reports (
 ) WITHOUT ROWID;
 -- reporters counts distinct (infohash, node) pairs: a pair already present is not
 -- inserted again (ON CONFLICT DO NOTHING), so the trigger does not fire for it.
+CREATE TABLE IF NOT EXISTS torrents (
+    infohash BLOB PRIMARY KEY CHECK (length(infohash) = 20),
+    name TEXT NOT NULL,
+    total_length INTEGER NOT NULL,
+    file_count INTEGER NOT NULL,
+    files TEXT NOT NULL,
+    fetched_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TRIGGER IF NOT EXISTS infohash_reports_count AFTER INSERT ON infohash_reports
 BEGIN
     UPDATE infohashes SET reporters = reporters + 1 WHERE infohash = NEW.infohash;
@@ -176,6 +185,35 @@ class SQLiteStore:
                     db.executemany(_UPSERT_NODE, node_rows)
                     db.executemany(_UPSERT_INFOHASH, hash_rows)
                     db.executemany(_INSERT_REPORT, link_rows)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to the crawl database {self.path}: {exc}") from None
+
+    def write_torrents(self, torrents: Sequence[TorrentRecord]) -> None:
+        """Insert or replace ``torrents`` rows in one transaction (see :meth:`.store.CrawlStore.write_torrents`).
+
+        Raises:
+            StoreError: the write failed; nothing of the batch is kept.
+        """
+        if not torrents:
+            return
+        rows = [
+            (t.info_hash, t.name, t.total_length, t.file_count,
+             json.dumps([[path, length] for path, length in t.files], ensure_ascii=False), t.fetched_at)
+            for t in torrents
+        ]
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO torrents (infohash, name, total_length, file_count, files, fetched_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", rows)
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:

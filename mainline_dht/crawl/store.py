@@ -23,6 +23,13 @@ The tables every backend keeps (operators query them, so names and keys are fixe
 ``infohash_reports``
     ``(infohash, node_id)`` pairs, the key: which node reported which infohash,
     so that ``reporters`` counts distinct nodes exactly.
+``torrents``
+    ``infohash`` (20 bytes, the key), ``name``, ``total_length`` (bytes),
+    ``file_count``, ``files`` (JSON: a list of ``[path, length]``, the path's
+    components joined with ``/``), ``fetched_at`` (Unix seconds): the metadata
+    ``crawl --metadata`` fetched from the infohash's peers (BEP 9). A torrent
+    fetched again replaces its row. Added without a version change: older
+    databases gain the table when opened.
 ``schema_version``
     one row: the schema's version number.
 """
@@ -43,6 +50,7 @@ __all__ = [
     "InfohashReport",
     "NodeRecord",
     "StoreCounts",
+    "TorrentRecord",
     "StoreError",
     "STORE_OPENERS",
     "SCHEMA_VERSION",
@@ -104,6 +112,30 @@ class InfohashReport:
 
 
 @dataclass(frozen=True, slots=True)
+class TorrentRecord:
+    """One row of ``torrents``: a torrent's metadata, fetched from its peers.
+
+    Attributes:
+        info_hash: the 20-byte infohash.
+        name: the torrent's name.
+        total_length: bytes of all its files.
+        files: ``(path, length)`` of each file, path components joined with ``/``.
+        fetched_at: Unix seconds.
+    """
+
+    info_hash: bytes
+    name: str
+    total_length: int
+    files: tuple[tuple[str, int], ...]
+    fetched_at: float
+
+    @property
+    def file_count(self) -> int:
+        """How many files."""
+        return len(self.files)
+
+
+@dataclass(frozen=True, slots=True)
 class StoreCounts:
     """What a store holds in all (over every run)."""
 
@@ -135,6 +167,17 @@ class CrawlStore(Protocol):
         Infohashes: inserted or their ``last_seen`` moved on; a report with a
         reporter adds the (infohash, reporter) pair once, and ``reporters``
         counts the distinct pairs; a report without one adds 1 to ``queried``.
+
+        Raises:
+            StoreError: the write failed (nothing of the batch is kept).
+        """
+        ...
+
+    def write_torrents(self, torrents: Sequence[TorrentRecord]) -> None:
+        """Insert or replace rows of ``torrents``, in one transaction.
+
+        May be called from another task than :meth:`write` (the metadata
+        fetches run beside the crawl), so a backend serialises the two.
 
         Raises:
             StoreError: the write failed (nothing of the batch is kept).
