@@ -670,7 +670,7 @@ ipv6 = st.binary(min_size=16, max_size=16).map(lambda b: str(ipaddress.IPv6Addre
 addresses = st.tuples(ipv4 | ipv6, ports)
 versions = st.none() | st.binary(max_size=64)
 unknown_methods = st.binary(max_size=20).filter(
-    lambda m: m not in {b"ping", b"find_node", b"get_peers", b"announce_peer", b"sample_infohashes"}
+    lambda m: m not in {b"ping", b"find_node", b"get_peers", b"announce_peer", b"sample_infohashes", b"get", b"put"}
 )
 
 
