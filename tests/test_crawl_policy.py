@@ -104,6 +104,10 @@ def test_no_ip_ever_gets_what_libtorrent_bans_at() -> None:
     assert sum(len(v) for v in sent.values()) > 3000
     worst = max(_window_max(v) for v in sent.values())
     assert worst <= 24 < 50
+    # and the crowded IPs are served all along, at their budget (no node is left waiting forever)
+    for i in range(12):
+        times = sent[f"10.9.9.{i + 1}"]
+        assert len(times) >= 2 * 290 and max(times) > T0 + 299
 
 
 def test_resample_only_after_interval_and_while_num_says_more() -> None:
@@ -238,3 +242,14 @@ def test_our_own_node_is_never_visited() -> None:
     (q,) = p.next_queries(T0)
     assert p.on_response(q, T0, sender_id=me.id) is None  # our own answer, at another's address
     assert me.id not in p.nodes
+
+
+def test_an_ipv6_slash_64_shares_one_budget() -> None:
+    """libtorrent counts IPv6 senders by /64: so does the policy's per-IP budget."""
+    p = _policy(rate=1000.0, burst=1000.0, per_ip_rate=2.0, per_ip_burst=4.0)
+    same64 = [Contact(bytes([i]) * 20, (f"fd00:1:2:3::{i + 1:x}", 6881)) for i in range(10)]
+    other = Contact(b"\xee" * 20, ("fd00:1:2:4::1", 6881))
+    p.add_contacts(same64 + [other], T0)
+    sent = p.next_queries(T0)
+    assert sum(q.addr[0].startswith("fd00:1:2:3:") for q in sent) == 4  # the burst, for the whole /64
+    assert other.id in {q.node_id for q in sent}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict, deque
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -161,3 +162,60 @@ async def test_passive_learning_from_queries_our_node_receives(autojump_clock: t
         assert found.stats.passive_infohashes == 2
         # the hooks are gone once the crawl ends
         assert cn.crawler._queried_callbacks == [] and cn.crawler._announce_callbacks == []
+
+
+async def test_a_dual_stack_crawl_reaches_both_families(autojump_clock: trio.testing.MockClock) -> None:
+    """BEP 32: from a dual-stack node the crawl follows ``nodes6`` too, finds
+    IPv6-only nodes, and learns from queries that reach its IPv6 socket."""
+    from mainline_dht.runtime.node import open_node
+    from mainline_dht.testing import LinkModel, open_memory_network
+    from mainline_dht.wire.krpc import GetPeers
+
+    def v4(i: int) -> tuple[str, int]:
+        return (f"10.0.0.{i + 1}", 6881)
+
+    def v6(i: int) -> tuple[str, int]:
+        return (f"fd00::{i + 1:x}", 6881)
+
+    async with open_memory_network(rng=random.Random(0), link=LinkModel(median_rtt=0.05)) as net:
+        async with AsyncExitStack() as stack:
+            kinds = ["dual"] * 6 + ["v4"] * 8 + ["v6"] * 8
+            nodes = []
+            for n, kind in enumerate(kinds):
+                transports = []
+                if kind in ("dual", "v4"):
+                    transports.append(net.open_transport(v4(n)))
+                if kind in ("dual", "v6"):
+                    transports.append(net.open_transport(v6(n)))
+                boot = [a for a in (v4(0), v6(0)) if a not in (v4(n), v6(n))]
+                nodes.append(await stack.enter_async_context(
+                    open_node(transport=transports, bootstrap=boot, rng=random.Random(f"d:{n}"))))
+            for node in nodes[1:]:
+                await node.bootstrap()
+            for node in nodes:
+                await node.refresh_buckets(not_full=True)
+            me = await stack.enter_async_context(open_node(
+                transport=[net.open_transport(v4(100)), net.open_transport(v6(100))],
+                bootstrap=[v4(0), v6(0)], rng=random.Random("me")))
+            wanted = b"\x66" * 20
+            found: set[tuple[str, int]] = set()
+            passive: set[bytes] = set()
+            with trio.fail_after(3600):
+                async with crawl(me, stop_when_idle=600.0, estimate_lookups=2, rng=random.Random(1),
+                                 wall_clock=lambda: T0 + trio.current_time()) as stream:
+
+                    async def ask_over_ipv6() -> None:
+                        await trio.sleep(1.0)
+                        await nodes[-1].query(v6(100), GetPeers(wanted))  # an IPv6-only node asks us
+
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(ask_over_ipv6)
+                        async for item in stream:
+                            if isinstance(item, NodeFound):
+                                found.add(item.addr)
+                            elif item.passive:
+                                passive.add(item.info_hash)
+            v6_only = {nodes[n].local_address for n, k in enumerate(kinds) if k == "v6"}
+            v4_only = {nodes[n].local_address for n, k in enumerate(kinds) if k == "v4"}
+            assert v6_only <= found and v4_only <= found
+            assert passive == {wanted}

@@ -177,6 +177,8 @@ class Crawl:
         self._bep51_this_run = 0
         self._sampled_this_run: set[bytes] = set()
         self._answered_this_run: set[bytes] = set()
+        #: Whether the node can reach IPv6 contacts (``nodes6``, BEP 32).
+        self._ipv6 = node.overlay(6) is not None
 
     # --- the stream ---------------------------------------------------------------------
 
@@ -288,8 +290,9 @@ class Crawl:
             policy.on_timeout(q, self._wall())
         else:
             now = self._wall()
+            nodes = resp.nodes + resp.nodes6 if resp.nodes6 and self._ipv6 else resp.nodes
             outcome = policy.on_response(
-                q, now, sender_id=resp.sender_id, nodes=resp.nodes, samples=resp.samples,
+                q, now, sender_id=resp.sender_id, nodes=nodes, samples=resp.samples,
                 num=resp.num, interval=resp.interval, version=resp.version,
             )
             if outcome is not None:
@@ -426,14 +429,15 @@ async def crawl(
         for record in records:
             policy.restore(record, now)
         log.info("resuming: %d nodes from %s", len(records), store.location)
-    if len(node.proto.table) == 0:
+    if all(len(overlay.proto.table) == 0 for overlay in node.overlays):
         try:
             await node.bootstrap()
         except BootstrapError:
             if not policy.nodes:
                 raise
             log.warning("no bootstrap node answered; crawling the %d stored nodes", len(policy.nodes))
-    policy.add_contacts([entry.contact for entry in node.proto.table], wall_clock())
+    for overlay in node.overlays:  # both routing tables of a dual-stack node (BEP 32)
+        policy.add_contacts([entry.contact for entry in overlay.proto.table], wall_clock())
     send, receive = trio.open_memory_channel[Discovery](DISCOVERY_BUFFER)
     crawler = Crawl(node, policy, store, wall_clock=wall_clock, estimate_lookups=estimate_lookups,
                     stop_when_idle=stop_when_idle, receive=receive)

@@ -32,7 +32,7 @@ The visit plan:
 - A node that does not answer is retried after ``retry_after`` seconds, then
   given up after ``max_failures``.
 - Politeness: a token bucket over all queries (``rate`` per second) and one per
-  destination IP (``per_ip_rate``, ``per_ip_burst``). With the defaults one IP
+  destination IP, or IPv6 /64 (``per_ip_rate``, ``per_ip_burst``). With the defaults one IP
   gets at most 4 + 2 x 10 = 24 queries in any 10 seconds, half of the 50 at which
   libtorrent ignores a sender.
 """
@@ -40,6 +40,7 @@ The visit plan:
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import random
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -50,7 +51,7 @@ from typing import Final
 from ..wire.contact import Address, Contact
 from .store import NodeRecord
 
-__all__ = ["CrawlLimits", "CrawlPolicy", "CrawlQuery", "CrawlCounters", "NodeState", "QueryKind", "ResponseOutcome"]
+__all__ = ["budget_key", "CrawlLimits", "CrawlPolicy", "CrawlQuery", "CrawlCounters", "NodeState", "QueryKind", "ResponseOutcome"]
 
 #: BEP 51 ``interval`` assumed when a node gives none (libtorrent's default, 6 hours).
 DEFAULT_SAMPLE_INTERVAL: Final = 21600.0
@@ -169,6 +170,18 @@ class ResponseOutcome:
     """The node answered for the first time (a new node for the crawl's output)."""
     new_contacts: int
     samples: tuple[bytes, ...] = field(default_factory=tuple)
+
+
+def budget_key(ip: str) -> str:
+    """The unit the per-IP budget counts by: the IPv4 address, or the IPv6 /64
+    (libtorrent counts IPv6 senders by /64; so do hosts that own a whole prefix)."""
+    if ":" not in ip:
+        return ip
+    try:
+        net = ipaddress.IPv6Network((ip, 64), strict=False)
+    except ValueError:
+        return ip
+    return str(net.network_address) + "/64"
 
 
 class _Bucket:
@@ -304,41 +317,43 @@ class CrawlPolicy:
         until :meth:`on_response`, :meth:`on_error` or :meth:`on_timeout`."""
         if now >= self._next_sweep:
             self._sweep_ips(now)
+        lim = self.limits
         timed, ready = self._timed, self._ready
         while timed and timed[0][0] <= now:
             ready.append(heapq.heappop(timed)[2])
         ip_timed, ip_waiting = self._ip_timed, self._ip_waiting
         while ip_timed and ip_timed[0][0] <= now:
+            # An IP's budget holds a query again: its longest-waiting node goes first.
             ip = heapq.heappop(ip_timed)[2]
             waiting = ip_waiting.pop(ip, None)
             if waiting:
                 ready.appendleft(waiting.popleft())
-                if waiting:
+                if waiting:  # the rest wait on; one wake-up per IP is always pending
                     ip_waiting[ip] = waiting
+                    self._seq += 1
+                    heapq.heappush(ip_timed, (now + 1.0 / lim.per_ip_rate, self._seq, ip))
         self._refill(now)
-        lim = self.limits
         out: list[CrawlQuery] = []
         while ready and self._tokens >= 1.0 and self.in_flight < lim.max_in_flight:
             node = ready.popleft()
             if node.dead or node.in_flight:
                 node.queued = False
                 continue
-            ip = node.addr[0]
-            waiting = ip_waiting.get(ip)
+            ip = budget_key(node.addr[0])
             ip_at = self._ip_ready_at(ip, now)
-            if ip_at > now or waiting:
-                if waiting is None:
+            if ip_at > now:
+                waiting = ip_waiting.get(ip)
+                if waiting is None:  # no wake-up pending for this IP yet
                     waiting = ip_waiting[ip] = deque()
-                waiting.append(node)  # stays queued
-                if len(waiting) == 1:
                     self._seq += 1
-                    heapq.heappush(ip_timed, (max(ip_at, now), self._seq, ip))
+                    heapq.heappush(ip_timed, (ip_at, self._seq, ip))
+                waiting.append(node)  # stays queued
                 continue
             node.queued = False
             query = self._query_for(node)
             if query is None:
                 continue
-            self._spend_ip(node.addr[0], now)
+            self._spend_ip(ip, now)
             self._tokens -= 1.0
             node.in_flight = True
             self.in_flight += 1

@@ -328,8 +328,15 @@ class DHTNode(ItemsMixin):
         Returns:
             A function that stops the calls.
         """
-        self._announce_callbacks.append(callback)
-        return lambda: self._announce_callbacks.remove(callback)
+        overlays = self.overlays  # a dual-stack node hears announces in both
+        for overlay in overlays:
+            overlay._announce_callbacks.append(callback)
+
+        def stop() -> None:
+            for overlay in overlays:
+                overlay._announce_callbacks.remove(callback)
+
+        return stop
 
     def on_infohash_queried(self, callback: Callable[[InfohashQueried], None]) -> Callable[[], None]:
         """Call ``callback`` for every ``get_peers`` query we answer (how a crawler
@@ -339,12 +346,15 @@ class DHTNode(ItemsMixin):
         Returns:
             A function that stops the calls.
         """
-        self._queried_callbacks.append(callback)
-        self.proto.report_infohash_queries = True
+        overlays = self.overlays  # a dual-stack node hears queries in both
+        for overlay in overlays:
+            overlay._queried_callbacks.append(callback)
+            overlay.proto.report_infohash_queries = True
 
         def stop() -> None:
-            self._queried_callbacks.remove(callback)
-            self.proto.report_infohash_queries = bool(self._queried_callbacks)
+            for overlay in overlays:
+                overlay._queried_callbacks.remove(callback)
+                overlay.proto.report_infohash_queries = bool(overlay._queried_callbacks)
 
         return stop
 
