@@ -371,7 +371,13 @@ class NodeBehaviour:
         options: dict[str, Any] | None = None,
     ) -> _LookupRun:
         proto = self._proto
-        opts: dict[str, Any] = {"max_queries": DEFAULT_MAX_LOOKUP_QUERIES}
+        cfg = proto.config
+        opts: dict[str, Any] = {
+            "max_queries": DEFAULT_MAX_LOOKUP_QUERIES,
+            "max_per_prefix": cfg.lookup_max_per_prefix,
+            "diversity_local": cfg.lookup_diversity_local,
+            "enforce_bep42": cfg.enforce_bep42,
+        }
         if options:
             opts.update(options)
         lookup = Lookup(target, seeds, now=now, own_id=proto.node_id, k=proto.config.k, routers=routers, **opts)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
+import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,12 +37,14 @@ from typing import Final, final
 
 from ..wire.contact import ID_LENGTH, Address, Contact
 from ..errors import LocalProtocolError
+from .node_id import is_id_valid_for_ip
 
 __all__ = [
     "DEFAULT_ALPHA",
     "DEFAULT_CANDIDATES_PER_K",
     "DEFAULT_EARLY_FINISH",
     "DEFAULT_K",
+    "DEFAULT_MAX_PER_PREFIX",
     "DEFAULT_SOFT_TIMEOUT",
     "UNKNOWN_ID",
     "Lookup",
@@ -81,6 +85,23 @@ DEFAULT_EARLY_FINISH: Final = True
 #: more than a lookup that converges ever asks, yet small enough that hostile replies
 #: carrying thousands of nodes cannot grow memory. The farthest are dropped first.
 DEFAULT_CANDIDATES_PER_K: Final = 8
+
+#: Candidates one network prefix (an IPv4 /24, an IPv6 /64) may hold in a lookup
+#: at once, failed ones not counted. Sybils are cheap in IDs and ports but not in
+#: networks: hosts in a handful of /24s that answer with made-up IDs next to the
+#: target get a handful of candidates, not all ``k`` closest places (libtorrent's
+#: searches likewise keep one node per /24 or /64). When a closer contact of a full
+#: prefix turns up, it replaces the prefix's farthest *unqueried* candidate; once the
+#: prefix's candidates were asked, later ones are ignored. And a prefix that offers
+#: more contacts than this is *crowded*: its candidates rank behind every other
+#: candidate (see :class:`Lookup`). Local addresses (loopback, private, link-local)
+#: are exempt unless the lookup is told otherwise (``diversity_local``), so test
+#: networks that share one address or subnet keep working.
+DEFAULT_MAX_PER_PREFIX: Final = 1
+
+#: Added to the sort key of a candidate that ranks behind all others (a crowded
+#: prefix, or a BEP 42-invalid ID under enforcement): above every XOR distance.
+_BEHIND: Final = 1 << 162
 
 #: The node ID under which a bootstrap router (whose ID we do not know) is handed to the
 #: driver by :meth:`Lookup.next_queries`. Pass the same :class:`Contact` back.
@@ -142,13 +163,35 @@ class _State(enum.Enum):
 class _Candidate:
     """One contact's progress in this lookup; hashed by identity."""
 
-    __slots__ = ("contact", "dist", "state", "token")
+    __slots__ = ("contact", "dist", "invalid", "prefix", "raw", "state", "token")
 
-    def __init__(self, contact: Contact, dist: int) -> None:
+    def __init__(self, contact: Contact, dist: int, prefix: bytes | None = None, *, raw: int | None = None, invalid: bool = False) -> None:
         self.contact = contact
+        # The sort key: the XOR distance to the target, ranked further back for
+        # candidates that look less honest (Lookup._key); ``raw`` is the distance itself.
         self.dist = dist
+        self.raw = dist if raw is None else raw
+        self.prefix = prefix  # network prefix counted by the diversity rule, or None
+        self.invalid = invalid  # BEP 42: the ID is not valid for the (public) address
         self.state = _State.UNQUERIED
         self.token: bytes | None = None
+
+
+@functools.lru_cache(maxsize=65536)
+def _network_prefix(host: str) -> tuple[bytes, bool] | None:
+    """Return (the /24 or /64 of ``host``, whether it is a local address), or None.
+
+    Cached: a lookup meets the same few thousand addresses again and again.
+    """
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    local = ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified
+    prefix = ip.packed[:3] if ip.version == 4 else ip.packed[:8]
+    return prefix, local
 
 
 def _valid_addr(addr: object) -> bool:
@@ -183,6 +226,27 @@ class Lookup:
     address wins, so one host cannot pose as many IDs); no address is asked twice; and
     only the ``max_candidates`` closest unqueried candidates are kept.
 
+    Sybil resistance: candidates are walked in order of a sort key, which is the XOR
+    distance to the target for every honest-looking candidate, so that on an honest
+    network the lookup is the plain Kademlia one. Less honest-looking candidates rank
+    further back, yet are still asked (and their nodes used) when the walk reaches
+    them:
+
+    - *diversity*: at most ``max_per_prefix`` candidates that have not failed share
+      one network prefix (IPv4 /24, IPv6 /64); see :data:`DEFAULT_MAX_PER_PREFIX`.
+      A closer contact from a full prefix replaces the prefix's farthest unqueried
+      candidate; if all of them were asked it is ignored. A prefix that offered more
+      is crowded: its candidates rank behind all others, so a group of hosts in a
+      few networks that name each other under IDs next to the target cannot take
+      the places of the ``k`` closest, nor end the lookup;
+    - *BEP 42*: an ID that is not valid for its public address ranks as if it were
+      twice as far (behind valid ones at similar distance); with ``enforce_bep42``,
+      behind every valid one. Local addresses are exempt (BEP 42).
+
+    The lookup ends only when the ``k`` first candidates in that order answered (see
+    :attr:`done`): never while an unqueried honest-looking candidate is closer than
+    the result set.
+
     Bootstrap routers, whose node IDs are unknown, may be passed as ``routers``: they
     are asked first, their ``nodes`` are merged, but they never count as candidates
     and never appear in :meth:`closest_responders` (PROTOCOL: routers do not belong in
@@ -203,6 +267,9 @@ class Lookup:
         max_candidates: int | None = None,
         routers: Iterable[Address] = (),
         early_finish: bool = DEFAULT_EARLY_FINISH,
+        max_per_prefix: int | None = DEFAULT_MAX_PER_PREFIX,
+        diversity_local: bool = False,
+        enforce_bep42: bool = False,
     ) -> None:
         """Start a lookup; nothing is sent until :meth:`next_queries`.
 
@@ -223,6 +290,12 @@ class Lookup:
             early_finish: also finish when the ``k`` closest answered candidates
                 are known and every closer one failed or is past the soft timeout
                 (see :attr:`done`).
+            max_per_prefix: candidates (not failed) one /24 or /64 may hold
+                (``None``: no limit); see the class docstring.
+            diversity_local: apply ``max_per_prefix`` to local addresses too
+                (simulations whose private addresses stand for the Internet).
+            enforce_bep42: rank BEP 42-invalid IDs on public addresses behind
+                every valid one (default: behind valid ones at similar distance).
 
         Raises:
             LocalProtocolError: if ``target`` or ``own_id`` is not 20 bytes, or a
@@ -242,6 +315,8 @@ class Lookup:
             max_candidates = k * DEFAULT_CANDIDATES_PER_K
         if max_candidates < k:
             raise LocalProtocolError("max_candidates must be at least k")
+        if max_per_prefix is not None and max_per_prefix < 1:
+            raise LocalProtocolError("max_per_prefix must be at least 1")
 
         self._target = target
         self._target_int = int.from_bytes(target, "big")
@@ -252,6 +327,15 @@ class Lookup:
         self._max_queries = max_queries
         self._max_candidates = max_candidates
         self._early_finish = early_finish
+        self._max_per_prefix = max_per_prefix
+        self._diversity_local = diversity_local
+        self._enforce_bep42 = enforce_bep42
+        # Network prefix -> the candidates that hold it (diversity rule).
+        self._by_prefix: dict[bytes, list[_Candidate]] = {}
+        # Prefixes that offered more than max_per_prefix contacts.
+        self._crowded: set[bytes] = set()
+        # The XOR distances of all candidates: one candidate per ID.
+        self._raws: set[int] = set()
 
         # Every candidate, keyed and sorted by distance (distance <-> ID is a bijection
         # for a fixed target, so the distance doubles as the ID key).
@@ -303,7 +387,9 @@ class Lookup:
     def done(self) -> bool:
         """Whether the lookup is over.
 
-        It is over when any of these holds (checked after every event):
+        It is over when any of these holds (checked after every event). "Closest"
+        means first in the lookup's order: by XOR distance, with less honest-looking
+        candidates ranked further back (see the class docstring).
 
         - the ``k`` closest candidates that have not failed have all answered (none
           unqueried, none in flight, even past the soft timeout);
@@ -577,7 +663,7 @@ class Lookup:
         if contact.id == UNKNOWN_ID:
             cand = self._routers.get(contact.addr)
         elif _valid_id(contact.id):
-            cand = self._by_dist.get(int.from_bytes(contact.id, "big") ^ self._target_int)
+            cand = self._addr_owner.get(contact.addr)
         else:
             return None
         if cand is None or cand.state is not _State.IN_FLIGHT or cand.contact != contact:
@@ -591,23 +677,96 @@ class Lookup:
         self._claimed_addrs.add(addr)
         if not _valid_id(responder_id) or responder_id == self._own_id:
             return
-        dist = int.from_bytes(responder_id, "big") ^ self._target_int
-        if dist in self._by_dist:
+        raw = int.from_bytes(responder_id, "big") ^ self._target_int
+        if raw in self._raws:
             return
-        moved = _Candidate(Contact(responder_id, addr), dist)
+        moved = _Candidate(Contact(responder_id, addr), raw, cand.prefix, invalid=self._invalid(responder_id, addr[0]))
+        moved.dist = self._key(moved)
+        if moved.dist in self._by_dist:
+            return
         moved.state = _State.RESPONDED
         moved.token = cand.token
-        self._by_dist[dist] = moved
-        bisect.insort(self._dists, dist)
+        self._by_dist[moved.dist] = moved
+        self._raws.add(raw)
+        bisect.insort(self._dists, moved.dist)
         self._addr_owner[addr] = moved
+        if moved.prefix is not None:
+            self._by_prefix.setdefault(moved.prefix, []).append(moved)
 
     def _remove(self, cand: _Candidate) -> None:
         del self._by_dist[cand.dist]
+        self._raws.discard(cand.raw)
         del self._dists[bisect.bisect_left(self._dists, cand.dist)]
         if cand.state is _State.UNQUERIED:
             del self._unqueried[bisect.bisect_left(self._unqueried, cand.dist)]
         if self._addr_owner.get(cand.contact.addr) is cand:
             del self._addr_owner[cand.contact.addr]
+        if cand.prefix is not None:
+            holders = self._by_prefix[cand.prefix]
+            holders.remove(cand)
+            if not holders:
+                del self._by_prefix[cand.prefix]
+
+    def _prefix_of(self, host: str) -> bytes | None:
+        """The prefix the diversity rule counts ``host`` under, or None if exempt."""
+        if self._max_per_prefix is None:
+            return None
+        facts = _network_prefix(host)
+        if facts is None or (facts[1] and not self._diversity_local):
+            return None
+        return facts[0]
+
+    def _invalid(self, node_id: bytes, host: str) -> bool:
+        """BEP 42: whether ``node_id`` is not valid for ``host`` (local hosts are exempt)."""
+        try:
+            return not is_id_valid_for_ip(node_id, host)
+        except ValueError:  # not an IP address: nothing to check
+            return False
+
+    def _key(self, cand: _Candidate) -> int:
+        """The sort key of a candidate (see the class docstring)."""
+        if (cand.prefix is not None and cand.prefix in self._crowded) or (cand.invalid and self._enforce_bep42):
+            return cand.raw + _BEHIND
+        if cand.invalid:
+            return 2 * cand.raw
+        return cand.raw
+
+    def _rerank(self, cand: _Candidate) -> None:
+        """Move a candidate to its current sort key."""
+        key = self._key(cand)
+        if key == cand.dist or key in self._by_dist:
+            return
+        del self._by_dist[cand.dist]
+        del self._dists[bisect.bisect_left(self._dists, cand.dist)]
+        if cand.state is _State.UNQUERIED:
+            del self._unqueried[bisect.bisect_left(self._unqueried, cand.dist)]
+            bisect.insort(self._unqueried, key)
+        cand.dist = key
+        self._by_dist[key] = cand
+        bisect.insort(self._dists, key)
+
+    def _prefix_room(self, prefix: bytes, cand: _Candidate) -> bool:
+        """Whether ``cand`` may join ``prefix`` (evicting a farther one); a prefix that
+        offers more than its share becomes crowded."""
+        holders = self._by_prefix.get(prefix)
+        if not holders:
+            return True
+        live = [c for c in holders if c.state is not _State.FAILED]
+        if self._max_per_prefix is None or len(live) < self._max_per_prefix:
+            return True
+        if prefix not in self._crowded:
+            self._crowded.add(prefix)
+            for held in holders:
+                self._rerank(held)
+        cand.dist = self._key(cand)
+        waiting = [c for c in live if c.state is _State.UNQUERIED]
+        if not waiting:
+            return False
+        farthest = max(waiting, key=lambda c: c.dist)
+        if farthest.dist < cand.dist:
+            return False
+        self._remove(farthest)
+        return True
 
     def _add_nodes(self, nodes: Iterable[Contact]) -> int:
         added = 0
@@ -620,18 +779,30 @@ class Lookup:
                 continue
             if addr in self._addr_owner or addr in self._claimed_addrs:
                 continue
-            dist = int.from_bytes(node_id, "big") ^ self._target_int
-            if dist in self._by_dist:
+            raw = int.from_bytes(node_id, "big") ^ self._target_int
+            if raw in self._raws:
                 continue
+            prefix = self._prefix_of(addr[0])
+            cand = _Candidate(Contact(node_id, addr), raw, prefix, invalid=self._invalid(node_id, addr[0]))
+            cand.dist = self._key(cand)
+            if len(self._unqueried) >= self._max_candidates and cand.dist > self._unqueried[-1]:
+                continue  # farther than everything we keep: not worth asking
+            if prefix is not None and not self._prefix_room(prefix, cand):
+                continue  # its network holds enough candidates already
+            if cand.dist in self._by_dist:
+                continue  # a key taken by another ID (ranked as twice as far): rare
             if len(self._unqueried) >= self._max_candidates:
-                if dist > self._unqueried[-1]:
-                    continue  # farther than everything we keep: not worth asking
+                if cand.dist > self._unqueried[-1]:
+                    continue
                 self._remove(self._by_dist[self._unqueried[-1]])
-            cand = _Candidate(Contact(node_id, addr), dist)
+            dist = cand.dist
             self._by_dist[dist] = cand
+            self._raws.add(raw)
             bisect.insort(self._dists, dist)
             bisect.insort(self._unqueried, dist)
             self._addr_owner[addr] = cand
+            if prefix is not None:
+                self._by_prefix.setdefault(prefix, []).append(cand)
             added += 1
         return added
 

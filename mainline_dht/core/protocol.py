@@ -64,7 +64,7 @@ from .events import (
     ResponseReceived,
     TransactionKey,
 )
-from .lookup import Lookup
+from .lookup import DEFAULT_MAX_PER_PREFIX, Lookup
 from .behaviour import NodeBehaviour, QueryOwner
 from . import items, scrape
 from .external_ip import ExternalAddressVoter
@@ -225,11 +225,22 @@ class NodeConfig:
     node without BEP 51 does, ``"nodes"`` (like ``find_node``: libtorrent's rule for
     unknown queries that carry a target) or ``"error"`` (204, method unknown). The
     other two are for simulating the live DHT's mix of clients (crawler tests)."""
+    lookup_max_per_prefix: int | None = DEFAULT_MAX_PER_PREFIX
+    """Candidates one IPv4 /24 or IPv6 /64 may hold in a lookup (sybil resistance,
+    see :data:`mainline_dht.core.lookup.DEFAULT_MAX_PER_PREFIX`); ``None``: no limit.
+    Local addresses are exempt unless :attr:`lookup_diversity_local`."""
+    lookup_diversity_local: bool = False
+    """Apply :attr:`lookup_max_per_prefix` to local (private, loopback) addresses
+    too: for simulations whose private addresses stand for the Internet."""
     bep42_node_id: bool = True
     """BEP 42: when the nodes that answer us agree on our external address and
     our node ID is not valid for it, take a new ID that is. Nodes that enforce or
     prefer BEP 42 IDs (libtorrent by default) then rank us as verified. Never for
     a read-only node, which no one keeps in a table."""
+    enforce_bep42: bool = False
+    """BEP 42 enforcement: lookups rank contacts whose node ID is not valid for their
+    public address behind every valid one (off: behind valid ones at similar
+    distance, as if twice as far). Local addresses are exempt."""
 
 
 @dataclass(slots=True)

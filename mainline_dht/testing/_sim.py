@@ -13,6 +13,13 @@ is the documented faster equivalent of N bootstrap lookups (N x ~50 queries);
 ``join="bootstrap"`` does the real thing instead, for smaller networks. Dead
 nodes appear in tables (stale contacts, as on the live DHT) but never answer.
 
+Adversaries (:mod:`._adversaries`): ``sybil_fraction`` of the nodes are one colluding
+sybil group (in a few /24s of their own) and ``poisoner_fraction`` answer ``get_peers``
+with junk peers. They are in the honest nodes' tables like anyone else. Honest nodes
+each get an IPv4 /24 of their own (10.X.Y.h), as random hosts on the Internet would;
+scenario runs apply the lookup's /24 diversity rule to these private addresses
+(``NodeConfig.lookup_diversity_local``), since they stand for public ones.
+
 Run it under ``trio.testing.MockClock(autojump_threshold=0)`` so timeouts cost
 no wall time (``trio.run(..., clock=MockClock(autojump_threshold=0))``).
 """
@@ -34,6 +41,8 @@ from ..wire.contact import Address, Contact
 from ..runtime.node import DHTNode, open_node
 from ..core.node_id import random_node_id
 from ..core.protocol import NodeConfig
+from ..core.routing_table import RoutingTable
+from ._adversaries import Poisoner, Sybils, sybil_address
 from ._memory_net import LinkModel, MemoryNetwork, open_memory_network
 
 __all__ = [
@@ -81,6 +90,15 @@ class Scenario:
     join: str = "prefill"
     """``"prefill"`` (fast, see the module doc) or ``"bootstrap"`` (real bootstrap lookups)."""
     seed: int = 0
+    sybil_fraction: float = 0.0
+    """Share of nodes that are colluding sybils (see :mod:`._adversaries`)."""
+    poisoner_fraction: float = 0.0
+    """Share of nodes that answer ``get_peers`` with junk peers."""
+    junk_peers: int = 32
+    """Junk peers per poisoner reply."""
+    diversity_local: bool = True
+    """``NodeConfig.lookup_diversity_local``: apply the lookup's /24 rule to the sim's
+    private addresses, which stand for public ones (``False``: the rule is off here)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +113,8 @@ class LookupOutcome:
     timeouts: int
     soft_timeouts: int = 0
     """Queries that outlived the lookup's soft timeout (answered late, failed, or left behind)."""
+    first_found: float | None = None
+    """Seconds to the first *announced* peer (``first_peer`` counts junk too)."""
 
 
 @dataclass
@@ -105,6 +125,10 @@ class ScenarioResult:
     outcomes: list[LookupOutcome]
     announce_acks: list[int]
     packets: int
+    sybil_queries: int = 0
+    """Queries the sybils answered."""
+    poisoner_queries: int = 0
+    """Queries the poisoners answered."""
 
     @property
     def success_rate(self) -> float:
@@ -119,6 +143,7 @@ class ScenarioResult:
     def summary(self) -> dict[str, float]:
         """Success rate, median/p95 times (seconds and median RTTs), queries per lookup."""
         firsts = [o.first_peer for o in self.outcomes if o.first_peer is not None]
+        found = [o.first_found for o in self.outcomes if o.first_found is not None]
         ends = [o.elapsed for o in self.outcomes]
         queries = [o.queries for o in self.outcomes]
         rtt = self.scenario.median_rtt
@@ -127,13 +152,15 @@ class ScenarioResult:
             "success": self.success_rate,
             "first_peer_median": self._quantile(firsts, 0.5),
             "first_peer_p95": self._quantile(firsts, 0.95),
+            "first_found_median": self._quantile(found, 0.5),
+            "first_found_p95": self._quantile(found, 0.95),
             "done_median": self._quantile(ends, 0.5),
             "done_p95": self._quantile(ends, 0.95),
             "queries_median": self._quantile(queries, 0.5),
             "queries_mean": statistics.fmean(queries) if queries else math.nan,
             "queries_p95": self._quantile(queries, 0.95),
         }
-        for key in ("first_peer_median", "first_peer_p95", "done_median", "done_p95"):
+        for key in ("first_peer_median", "first_peer_p95", "first_found_median", "first_found_p95", "done_median", "done_p95"):
             s[key + "_rtts"] = s[key] / rtt
         return s
 
@@ -148,7 +175,10 @@ class SimNetwork:
     dead: list[Contact]
     """Contacts that never answer."""
     contacts: list[Contact] = field(default_factory=list)
-    """Every node, live and dead."""
+    """Every node, live and dead, adversaries included."""
+    sybils: Sybils | None = None
+    """The sybil group, if any."""
+    poisoners: list[Poisoner] = field(default_factory=list)
 
 
 def prefill_tables(nodes: Sequence[DHTNode], everyone: Sequence[Contact], *, rng: random.Random, now: float) -> None:
@@ -161,24 +191,28 @@ def prefill_tables(nodes: Sequence[DHTNode], everyone: Sequence[Contact], *, rng
     ordered = sorted(everyone, key=lambda c: c.id)
     ids = [int.from_bytes(c.id, "big") for c in ordered]
     for node in nodes:
-        table = node.proto.table
-        k = table.k
-        own = int.from_bytes(node.node_id, "big")
-        for depth in range(160):
-            shift = 159 - depth
-            # IDs that share `depth` leading bits with ours and differ at the next bit.
-            prefix = (own >> shift) ^ 1
-            lo = prefix << shift
-            hi = lo + (1 << shift)
-            i, j = bisect.bisect_left(ids, lo), bisect.bisect_left(ids, hi)
-            if j > i:
-                for index in rng.sample(range(i, j), min(k, j - i)):
-                    table.heard_from(ordered[index], now, responded=True)
-            # Stop once no one else shares our prefix this deep.
-            same_lo = (own >> shift) << shift
-            a, b = bisect.bisect_left(ids, same_lo), bisect.bisect_left(ids, same_lo + (1 << shift))
-            if b - a <= 1:
-                break
+        _prefill_one(node.proto.table, ordered, ids, rng=rng, now=now)
+
+
+def _prefill_one(table: RoutingTable, ordered: Sequence[Contact], ids: Sequence[int], *, rng: random.Random, now: float) -> None:
+    """Offer ``table`` up to k members of ``ordered`` per bucket range (see :func:`prefill_tables`)."""
+    k = table.k
+    own = int.from_bytes(table.own_id, "big")
+    for depth in range(160):
+        shift = 159 - depth
+        # IDs that share `depth` leading bits with ours and differ at the next bit.
+        prefix = (own >> shift) ^ 1
+        lo = prefix << shift
+        hi = lo + (1 << shift)
+        i, j = bisect.bisect_left(ids, lo), bisect.bisect_left(ids, hi)
+        if j > i:
+            for index in rng.sample(range(i, j), min(k, j - i)):
+                table.heard_from(ordered[index], now, responded=True)
+        # Stop once no one else shares our prefix this deep.
+        same_lo = (own >> shift) << shift
+        a, b = bisect.bisect_left(ids, same_lo), bisect.bisect_left(ids, same_lo + (1 << shift))
+        if b - a <= 1:
+            break
 
 
 #: Nodes that join one at a time before the rest join in parallel (as localnet does).
@@ -187,8 +221,10 @@ _FIRST_WAVE = 16
 
 def _address(i: int) -> Address:
     # 10.0.0.0/8 addresses, memory only: the in-memory network never touches a socket.
-    rest, host = divmod(i, 254)
-    return (f"10.{rest // 256}.{rest % 256}.{host + 1}", 6881)
+    # A /24 per node (65,536 of them; then the host byte goes on), as random hosts
+    # on the Internet would be; 10.254/16 and 10.255/16 are left for junk peers.
+    host, net = divmod(i, 254 * 256)
+    return (f"10.{net // 256}.{net % 256}.{host + 1}", 6881)
 
 
 @asynccontextmanager
@@ -201,6 +237,9 @@ async def open_sim_network(
     config: NodeConfig | None = None,
     join: str = "prefill",
     config_for: Callable[[int], NodeConfig | None] | None = None,
+    sybil_fraction: float = 0.0,
+    poisoner_fraction: float = 0.0,
+    junk_peers: int = 32,
 ) -> AsyncIterator[SimNetwork]:
     """Build and run an ``n``-node DHT on an in-memory network.
 
@@ -214,6 +253,9 @@ async def open_sim_network(
         join: ``"prefill"`` or ``"bootstrap"`` (see the module docstring).
         config_for: node index -> its settings, for a network of mixed clients
             (overrides ``config``; ``None`` from it means the default settings).
+        sybil_fraction: share of nodes that are one colluding sybil group.
+        poisoner_fraction: share of nodes that answer ``get_peers`` with junk peers.
+        junk_peers: junk peers per poisoner reply.
     """
     rng = random.Random(f"{seed}:net")
     async with open_memory_network(rng=rng, link=link or LinkModel()) as net, AsyncExitStack() as stack:
@@ -223,12 +265,38 @@ async def open_sim_network(
             contacts.append(Contact(random_node_id(random.Random(f"{seed}:{i}:id")), addr))
         dead_count = int(round(n * dead_fraction))
         dead_idx = set(rng.sample(range(1, n), min(dead_count, n - 1))) if dead_count else set()
+        # Adversaries: drawn from their own stream, so the rest of the network is the
+        # same network with or without them.
+        adv_rng = random.Random(f"{seed}:adversaries")
+        alive = [i for i in range(1, n) if i not in dead_idx]
+        sybil_count = min(len(alive), int(round(n * sybil_fraction)))
+        poisoner_count = min(len(alive) - sybil_count, int(round(n * poisoner_fraction)))
+        chosen = adv_rng.sample(alive, sybil_count + poisoner_count)
+        sybil_idx = chosen[:sybil_count]
+        poisoner_idx = set(chosen[sybil_count:])
+        for j, i in enumerate(sorted(sybil_idx)):
+            contacts[i] = Contact(contacts[i].id, sybil_address(j))
+        sybil_set = set(sybil_idx)
+        sybils = Sybils([contacts[i] for i in sorted(sybil_idx)], rng=random.Random(f"{seed}:sybils")) if sybil_idx else None
+        adversaries = await stack.enter_async_context(trio.open_nursery())
+        stack.callback(adversaries.cancel_scope.cancel)
         nodes: list[DHTNode] = []
         dead: list[Contact] = []
+        poisoners: list[Poisoner] = []
         for i, contact in enumerate(contacts):
             if i in dead_idx:
                 net.set_dead(contact.addr, True)
                 dead.append(contact)
+                continue
+            if i in sybil_set:
+                assert sybils is not None
+                adversaries.start_soon(sybils.serve, net.open_transport(contact.addr), contact)
+                continue
+            if i in poisoner_idx:
+                table = RoutingTable(contact.id, now=trio.current_time())
+                poisoner = Poisoner(contact, table, rng=random.Random(f"{seed}:{i}:poison"), junk_peers=junk_peers)
+                poisoners.append(poisoner)
+                adversaries.start_soon(poisoner.serve, net.open_transport(contact.addr))
                 continue
             transport = net.open_transport(contact.addr)
             node = await stack.enter_async_context(
@@ -241,9 +309,14 @@ async def open_sim_network(
                 )
             )
             nodes.append(node)
-        sim = SimNetwork(net, nodes, dead, contacts)
+        sim = SimNetwork(net, nodes, dead, contacts, sybils, poisoners)
         if join == "prefill":
             prefill_tables(nodes, contacts, rng=rng, now=trio.current_time())
+            if poisoners:
+                ordered = sorted(contacts, key=lambda c: c.id)
+                ids = [int.from_bytes(c.id, "big") for c in ordered]
+                for poisoner in poisoners:
+                    _prefill_one(poisoner.table, ordered, ids, rng=adv_rng, now=trio.current_time())
         elif join == "bootstrap":
             first = nodes[0]
             limiter = trio.CapacityLimiter(64)
@@ -278,9 +351,11 @@ async def run_scenario(scenario: Scenario) -> ScenarioResult:
         lookup_options["early_finish"] = scenario.early_finish
     if scenario.max_queries is not None:
         lookup_options["max_queries"] = scenario.max_queries
-    config = None
+    # The sim's private addresses stand for public ones: the /24 diversity rule applies.
+    config_options: dict[str, object] = {"lookup_diversity_local": scenario.diversity_local}
     if scenario.query_timeout is not None:
-        config = NodeConfig(lookup_query_timeout=scenario.query_timeout)
+        config_options["lookup_query_timeout"] = scenario.query_timeout
+    config = NodeConfig(**config_options)  # type: ignore[arg-type]
     rng = random.Random(f"{scenario.seed}:scenario")
     async with open_sim_network(
         scenario.nodes,
@@ -289,6 +364,9 @@ async def run_scenario(scenario: Scenario) -> ScenarioResult:
         dead_fraction=scenario.dead_fraction,
         config=config,
         join=scenario.join,
+        sybil_fraction=scenario.sybil_fraction,
+        poisoner_fraction=scenario.poisoner_fraction,
+        junk_peers=scenario.junk_peers,
     ) as sim:
         nodes = sim.nodes
         hashes = [hashlib.sha1(f"{scenario.seed}:{i}".encode()).digest() for i in range(scenario.infohashes)]
@@ -315,9 +393,13 @@ async def run_scenario(scenario: Scenario) -> ScenarioResult:
         async def lookup(node: DHTNode, info_hash: bytes) -> None:
             async with limiter:
                 found = False
+                first_found: float | None = None
+                start = trio.current_time()
                 async with node.get_peers(info_hash, **lookup_options) as stream:
                     async for peer in stream:
                         if peer in expected[info_hash]:
+                            if not found:
+                                first_found = trio.current_time() - start
                             found = True
                 st = stream.stats
                 outcomes.append(
@@ -329,10 +411,18 @@ async def run_scenario(scenario: Scenario) -> ScenarioResult:
                         replies=st.replies,
                         timeouts=st.timeouts,
                         soft_timeouts=st.soft_timeouts,
+                        first_found=first_found,
                     )
                 )
 
         async with trio.open_nursery() as nursery:
             for _ in range(scenario.lookups):
                 nursery.start_soon(lookup, rng.choice(nodes), rng.choice(hashes))
-        return ScenarioResult(scenario, outcomes, acks, sim.net.stats.sent)
+        return ScenarioResult(
+            scenario,
+            outcomes,
+            acks,
+            sim.net.stats.sent,
+            sybil_queries=sim.sybils.queries if sim.sybils is not None else 0,
+            poisoner_queries=sum(p.queries for p in sim.poisoners),
+        )
