@@ -132,6 +132,7 @@ class CrawlStats:
 
     @property
     def queries_per_second(self) -> float:
+        """Queries sent per second of the crawl so far (0 before any time has passed)."""
         return self.queries / self.elapsed if self.elapsed > 0 else 0.0
 
 
