@@ -27,7 +27,12 @@ run's wall time and peak memory. Sections:
 6. harsh: 40% dead nodes and 15% loss, ``early_finish`` off and on, on five seeds, to
    see whether leaving stragglers behind costs success where the nominal network never
    fails. Failures cluster on infohashes whose announce reached few nodes, so a few in
-   300 lookups are noise: compare the per-seed spread with the difference.
+   300 lookups are noise: compare the per-seed spread with the difference;
+7. adversarial: at each ``--nodes`` size, the same network (same seed) without
+   adversaries, with 10% sybils, with 10% poisoners and with both (see
+   ``mainline_dht/testing/_adversaries.py``), and the attack with the lookup's /24
+   rule turned off. Success and time to first peer count only *announced* peers
+   (poisoners' junk arrives first); queries per lookup as elsewhere.
 
 Targets (from the issue): success >= 99.5 %, median time to first peer <= 4 median RTTs,
 <= 50 queries per lookup.
@@ -66,7 +71,7 @@ BYTES_PER_NODE = 56_000
 #: Wall seconds per simulated node for one run on the reference machine (2 cores).
 SECONDS_PER_NODE = 0.0013
 
-SECTIONS = ("scale", "alpha", "soft", "hard", "tail", "slow", "grid", "harsh")
+SECTIONS = ("scale", "alpha", "soft", "hard", "tail", "slow", "grid", "harsh", "adversarial")
 
 HEADER = (
     f"{'nodes':>7} {'rtt':>4} {'alpha':>5} {'soft':>5} {'hard':>5} {'early':>5} {'sigma':>5} | "
@@ -271,6 +276,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"failed (per seed: {', '.join(map(str, failures[e]))})",
                 flush=True,
             )
+    if "adversarial" in sections:
+        print(
+            "\n## adversarial: the same network without adversaries, with 10% sybils, 10% poisoners, both, "
+            "and both with the /24 rule off\n"
+            "  nodes   sybils poisoners  /24 rule |   ok % | 1st announced peer med  p95 | any peer med |  q med q p95 | acks | wall s",
+            flush=True,
+        )
+        for n in nodes:
+            why = _fits(n)
+            if why is not None:
+                print(f"# {why}", flush=True)
+                continue
+            for sybils, poisoners, rule in ((0.0, 0.0, True), (0.1, 0.0, True), (0.0, 0.1, True), (0.1, 0.1, True), (0.1, 0.1, False)):
+                sc = bench.scenario(n, sybil_fraction=sybils, poisoner_fraction=poisoners, diversity_local=rule)
+                gc.collect()
+                start = time.perf_counter()
+                result = trio.run(run_scenario, sc, clock=trio.testing.MockClock(autojump_threshold=0))
+                wall = time.perf_counter() - start
+                s = result.summary()
+                acks = sorted(result.announce_acks)
+                print(
+                    f"{n:>7} {100 * sybils:>7.0f}% {100 * poisoners:>8.0f}% {'on' if rule else 'off':>9} | "
+                    f"{100 * result.success_rate:6.1f} | {s['first_found_median']:10.2f}s {s['first_found_p95']:6.2f}s | "
+                    f"{s['first_peer_median']:10.2f}s | {s['queries_median']:6.0f} {s['queries_p95']:5.0f} | "
+                    f"{acks[len(acks) // 2] if acks else 0:>4} | {wall:6.1f}",
+                    flush=True,
+                )
     print(f"\n# total wall time {time.perf_counter() - started:.0f} s, {len(bench.results)} runs", flush=True)
     return 0
 

@@ -238,9 +238,11 @@ class NodeConfig:
     prefer BEP 42 IDs (libtorrent by default) then rank us as verified. Never for
     a read-only node, which no one keeps in a table."""
     enforce_bep42: bool = False
-    """BEP 42 enforcement: lookups rank contacts whose node ID is not valid for their
-    public address behind every valid one (off: behind valid ones at similar
-    distance, as if twice as far). Local addresses are exempt."""
+    """BEP 42 enforcement: contacts whose node ID is not valid for their public
+    address never enter the routing table, and lookups rank them behind every valid
+    one. Off (the default), BEP 42 is a preference: a valid ID takes an invalid
+    one's place in a full bucket, and lookups rank invalid IDs behind valid ones at
+    similar distance (as if twice as far). Local addresses are exempt."""
 
 
 @dataclass(slots=True)
@@ -319,7 +321,9 @@ class NodeProtocol:
         self.family: int = family
         self.config = config = config or NodeConfig()
         self.rng = rng
-        self.table = RoutingTable(node_id, k=config.k, max_per_ip=config.max_per_ip, now=now)
+        self.table = RoutingTable(
+            node_id, k=config.k, max_per_ip=config.max_per_ip, now=now, enforce_valid_ids=config.enforce_bep42
+        )
         #: The other family's core of a dual-stack node, or ``None``.
         self.sibling = sibling
         self.tokens: TokenManager

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..wire.contact import ID_LENGTH, Address, Contact
-from .node_id import ID_SPACE
+from .node_id import ID_SPACE, is_id_valid_for_ip
 
 __all__ = [
     "DEFAULT_K",
@@ -261,6 +261,14 @@ class Bucket:
         return None
 
 
+def _id_valid(contact: Contact) -> bool:
+    """BEP 42: whether the contact's ID is valid for its address (local ones always are)."""
+    try:
+        return is_id_valid_for_ip(contact.id, contact.addr[0])
+    except ValueError:  # not an IP address: nothing to check
+        return True
+
+
 def _is_loopback(ip: str) -> bool:
     return ip.startswith("127.") or ip == "::1"
 
@@ -277,6 +285,14 @@ class RoutingTable:
         replacement_cache: replacement candidates kept per bucket.
         now: the current time (seconds), the start of every bucket's refresh clock.
         exempt_loopback: see ``max_per_ip``.
+        prefer_valid_ids: BEP 42 preference when choosing whom to keep: a verified
+            newcomer whose ID is valid for its address, bound for a full bucket with
+            no bad entry, takes the place of an entry whose ID is not valid for its
+            public address (that one becomes a replacement). Sybils choose IDs
+            freely, not addresses, so they are the ones displaced.
+        enforce_valid_ids: BEP 42 enforcement: contacts whose ID is not valid for
+            their public address never enter the table. Local addresses (private,
+            loopback, link-local) are exempt from both (BEP 42).
 
     Raises:
         ValueError: ``own_id`` is not 20 bytes or a limit is not positive.
@@ -291,6 +307,8 @@ class RoutingTable:
         replacement_cache: int = DEFAULT_REPLACEMENT_CACHE,
         now: float = 0.0,
         exempt_loopback: bool = True,
+        prefer_valid_ids: bool = True,
+        enforce_valid_ids: bool = False,
     ) -> None:
         if len(own_id) != ID_LENGTH:
             raise ValueError(f"own_id must be {ID_LENGTH} bytes, not {len(own_id)}")
@@ -302,6 +320,8 @@ class RoutingTable:
         self._max_per_ip = max_per_ip
         self._replacement_cache = replacement_cache
         self._exempt_loopback = exempt_loopback
+        self._prefer_valid_ids = prefer_valid_ids
+        self._enforce_valid_ids = enforce_valid_ids
         self._buckets: list[Bucket] = [Bucket(0, ID_SPACE, last_changed=now)]
         self._los: list[int] = [0]
         self._by_id: dict[bytes, TableEntry] = {}
@@ -486,6 +506,8 @@ class RoutingTable:
         node_id, addr = contact
         if read_only or len(node_id) != ID_LENGTH or node_id == self._own_id:
             return _REJECTED
+        if self._enforce_valid_ids and not _id_valid(contact):
+            return _REJECTED
         entry = self._by_id.get(node_id)
         if entry is not None:
             if entry.contact.addr == addr:
@@ -595,6 +617,8 @@ class RoutingTable:
         max_per_ip: int | None = 1,
         replacement_cache: int = DEFAULT_REPLACEMENT_CACHE,
         exempt_loopback: bool = True,
+        prefer_valid_ids: bool = True,
+        enforce_valid_ids: bool = False,
     ) -> RoutingTable:
         """Rebuild a table from :meth:`to_state` output.
 
@@ -605,7 +629,8 @@ class RoutingTable:
             state: the dict from :meth:`to_state`.
             now: current time (seconds).
             own_id: a new own ID (e.g. after a BEP 42 IP change); default: the saved one.
-            k, max_per_ip, replacement_cache, exempt_loopback: as for the constructor.
+            k, max_per_ip, replacement_cache, exempt_loopback, prefer_valid_ids,
+                enforce_valid_ids: as for the constructor.
 
         Raises:
             ValueError: ``state`` is malformed or of another version.
@@ -619,6 +644,8 @@ class RoutingTable:
             replacement_cache=replacement_cache,
             now=now,
             exempt_loopback=exempt_loopback,
+            prefer_valid_ids=prefer_valid_ids,
+            enforce_valid_ids=enforce_valid_ids,
         )
         for contact in [*state.get("nodes", ()), *state.get("replacements", ())]:
             table.restore(Contact(bytes(contact[0]), (str(contact[1][0]), int(contact[1][1]))), now)
@@ -640,6 +667,8 @@ class RoutingTable:
             replacement_cache=self._replacement_cache,
             now=now,
             exempt_loopback=self._exempt_loopback,
+            prefer_valid_ids=self._prefer_valid_ids,
+            enforce_valid_ids=self._enforce_valid_ids,
         )
         own = table._own_id
         for entry in sorted(self, key=lambda e: e.first_seen):
@@ -665,6 +694,8 @@ class RoutingTable:
         """
         node_id, addr = contact
         if len(node_id) != ID_LENGTH or node_id == self._own_id or node_id in self._by_id or addr in self._by_addr:
+            return False
+        if self._enforce_valid_ids and not _id_valid(contact):
             return False
         if not self._ip_free(addr[0]):
             return False
@@ -771,6 +802,17 @@ class RoutingTable:
             self._link(bucket, new)
             bucket.last_changed = now
             return _ADDED
+        if self._prefer_valid_ids and _id_valid(new.contact):
+            # BEP 42 preference: the least recently seen entry with an invalid ID
+            # on a public address makes room, and waits among the replacements.
+            invalid = [e for e in bucket.entries if not _id_valid(e.contact)]
+            if invalid:
+                victim = min(invalid, key=lambda e: e.last_seen)
+                self._unlink(victim)
+                self._link(bucket, new)
+                self._cache(bucket, victim)
+                bucket.last_changed = now
+                return _ADDED
         self._cache(bucket, new)
         return AddResult(Outcome.REPLACEMENT_CACHED, self._eviction_pings(bucket, now))
 
