@@ -14,6 +14,8 @@ from hypothesis import settings
 # Test harnesses that need libtorrent live in tools/ (no user install carries them).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
+from postgres_server import PostgresServer, postgres_server  # noqa: E402
+
 # Tests never assert on wall time: a loaded CI machine must not turn a slow
 # example into a failure. The fuzz tests that promise bounded decode time set
 # their own explicit deadline. HYPOTHESIS_PROFILE=soak runs many more examples
@@ -32,3 +34,13 @@ def _reset_cli_logging() -> Iterator[None]:
         if getattr(handler, "_mainline_dht_cli", False):
             logger.removeHandler(handler)
     logger.setLevel(logging.NOTSET)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the whole run (tools/postgres_server.py).
+
+    Fails, never skips, when the server binaries are missing: .ci/run installs them.
+    """
+    with postgres_server() as server:
+        yield server
