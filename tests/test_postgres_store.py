@@ -29,7 +29,7 @@ from mainline_dht.crawl.postgres_store import (
     partition_of,
 )
 from mainline_dht.crawl.sqlite_store import SQLiteStore
-from mainline_dht.crawl.store import InfohashReport, NodeRecord, StoreError, open_store
+from mainline_dht.crawl.store import InfohashReport, NodeRecord, StoreError, TorrentRecord, open_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def test_schema_created_with_its_version(store: PostgresStore, db_url: str) -> N
         version = conn.execute("SELECT version FROM schema_version").fetchall()
         partitions = conn.execute("SELECT count(*) FROM partitions").fetchone()
     assert {"nodes", "infohashes", "infohash_reports", "schema_version", "partitions", "workers",
-            "frontier"} <= tables
+            "frontier", "lease_log", "torrents"} <= tables
     assert version == [(POSTGRES_SCHEMA_VERSION,)]
     assert partitions == (PARTITIONS,)
 
@@ -281,3 +281,13 @@ def test_committed_batches_survive_kill_9_and_leases_pass_on(db_url: str) -> Non
             assert conn.execute("SELECT sum(takeovers) FROM partitions").fetchone() == (PARTITIONS,)
     finally:
         store.close()
+
+
+def test_torrents_are_upserted(store: PostgresStore) -> None:
+    h = b"\x05" * 20
+    store.write_torrents([TorrentRecord(h, "old", 1, (("a", 1),), 1.0)])
+    store.write_torrents([TorrentRecord(h, "Ünïcode", 30, (("d/a", 10), ("d/b", 20)), 2.0),
+                          TorrentRecord(h, "dup in one batch", 30, (("d/a", 10), ("d/b", 20)), 3.0)])
+    with psycopg.connect(store.url) as conn:
+        rows = conn.execute("SELECT name, total_length, file_count, files, fetched_at FROM torrents").fetchall()
+    assert rows == [("dup in one batch", 30, 2, [["d/a", 10], ["d/b", 20]], 3.0)]

@@ -9,17 +9,20 @@ import signal
 import sys
 import threading
 import time
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import trio
 
 from ..crawl.crawler import Crawl, CrawlStats, InfohashFound, NodeFound, crawl
+from ..crawl.fleet import DEFAULT_LEASE_TTL, crawl_as_worker, default_worker_name
 from ..crawl.policy import CrawlLimits
+from ..crawl.postgres_store import PostgresStore
 from ..crawl.store import CrawlStore, StoreError, TorrentRecord, default_db_path, open_store
 from ..metadata.harvest import DEFAULT_HARVEST_RATE, MetadataHarvester
 from ..metadata.info import TorrentInfo
-from ..runtime.node import DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_TIMEOUT, collapse_single_errors
+from ..runtime.node import DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_TIMEOUT, DHTNode, collapse_single_errors
 from ._common import (
     EXIT_OK,
     CLIError,
@@ -75,6 +78,22 @@ def _progress_line(stats: CrawlStats) -> str:
             f"network {_estimate_text(stats)}; {stats.elapsed:.0f} s")
 
 
+@asynccontextmanager
+async def _crawl_or_work(node: DHTNode, args: argparse.Namespace, store: CrawlStore) -> AsyncIterator[Crawl]:
+    """The crawl alone, or as a fleet worker when the database is PostgreSQL."""
+    limits = CrawlLimits(rate=args.rate)
+    if isinstance(store, PostgresStore):
+        name = args.worker_name or default_worker_name()
+        if not args.json:
+            say(f"worker {name}: sharing the keyspace with the other workers of {store.location}")
+        async with crawl_as_worker(node, store, name, duration=args.duration, rate=args.rate, limits=limits,
+                                   lease_ttl=args.lease_ttl) as worker:
+            yield worker.crawl
+        return
+    async with crawl(node, duration=args.duration, rate=args.rate, store=store, limits=limits) as found:
+        yield found
+
+
 async def _run_crawl(args: argparse.Namespace, store: CrawlStore) -> int:
     given = tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP
     resolved, failures = await resolve_all(given)
@@ -127,8 +146,7 @@ async def _run_crawl(args: argparse.Namespace, store: CrawlStore) -> int:
 
                 outer.start_soon(harvester.run, on_torrent)
             with stop:
-                async with crawl(node, duration=args.duration, rate=args.rate, store=store,
-                                 limits=CrawlLimits(rate=args.rate)) as found:
+                async with _crawl_or_work(node, args, store) as found:
                     async for item in found:
                         if harvester is not None and isinstance(item, InfohashFound):
                             harvester.offer(item.info_hash)
@@ -171,7 +189,12 @@ async def cmd_crawl(args: argparse.Namespace) -> int:
     try:
         store = await trio.to_thread.run_sync(open_store, args.db)
     except StoreError as exc:
-        raise CLIError(f"{exc}. Choose another file with --db PATH.") from None
+        hint = "Check the URL, and that the server runs" if "://" in (args.db or "") else "Choose another file with --db PATH"
+        raise CLIError(f"{exc}. {hint}.") from None
+    if args.worker_name is not None and not isinstance(store, PostgresStore):
+        store.close()
+        raise CLIError("--worker-name needs a PostgreSQL database (--db postgresql://...): "
+                       "workers share the work through it")
     try:
         return await _run_crawl(args, store)
     except StoreError as exc:
@@ -200,8 +223,15 @@ def register(sub: Any, parents: Parents) -> None:
                    help="stop after S seconds (default: run until Ctrl-C)")
     p.add_argument("--rate", metavar="QPS", type=_rate_arg, default=250.0,
                    help="queries per second at most, all nodes together (default 250)")
-    p.add_argument("--db", metavar="PATH", default=None,
-                   help=f"the crawl database: a SQLite file path or sqlite:PATH (default {default_db_path()})")
+    p.add_argument("--db", metavar="PATH|URL", default=None,
+                   help=f"the crawl database: a SQLite file path or sqlite:PATH (default {default_db_path()}), "
+                   "or postgresql://... to share the work with other crawlers (pip install "
+                   "'mainline-dht[postgres]')")
+    p.add_argument("--worker-name", metavar="NAME", default=None,
+                   help="with a PostgreSQL --db: this worker's name in the fleet (default: the host name); "
+                   "workers share the keyspace through leases in the database")
+    p.add_argument("--lease-ttl", metavar="S", type=positive_seconds_arg, default=DEFAULT_LEASE_TTL,
+                   help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true",
                    help='print JSON lines: {"event": "node", ...} per new node, {"event": "infohash", ...} '
                    'per new infohash, then {"event": "done", ...}')

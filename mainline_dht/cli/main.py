@@ -19,12 +19,12 @@ import trio
 
 from .. import __version__
 from ..errors import DHTError
-from . import crawl, demo, get, metadata, node, peers, ping, put
+from . import crawl, crawl_status, demo, get, metadata, node, peers, ping, put
 from ._common import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, CLIError, Status, make_parents
 
 #: The command modules, in the order ``--help`` lists them. Each has
 #: ``register(subparsers, parents)``, which sets the parser's ``run`` default.
-COMMAND_MODULES: tuple[ModuleType, ...] = (peers, get, put, metadata, node, ping, crawl, demo)
+COMMAND_MODULES: tuple[ModuleType, ...] = (peers, get, put, metadata, node, ping, crawl, crawl_status, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

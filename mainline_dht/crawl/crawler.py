@@ -36,11 +36,11 @@ import trio
 from ..core.events import InfohashQueried, PeerAnnounced
 from ..errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
 from ..runtime.node import DHTNode, collapse_single_errors
-from ..wire.contact import Address
+from ..wire.contact import Address, Contact
 from ..wire.krpc import FindNode, SampleInfohashes
 from .estimate import SizeEstimate, closest_distances, estimate_size
-from .policy import CrawlLimits, CrawlPolicy, CrawlQuery, QueryKind
-from .store import CrawlStore, InfohashReport
+from .policy import CrawlLimits, CrawlPolicy, CrawlQuery, CrawlScope, QueryKind
+from .store import CrawlStore, InfohashReport, NodeRecord
 
 __all__ = ["Crawl", "CrawlStats", "Discovery", "InfohashFound", "NodeFound", "crawl"]
 
@@ -254,6 +254,20 @@ class Crawl:
             await trio.sleep(ESTIMATE_EVERY)
             await one()
 
+    # --- steering from outside (a fleet worker) ----------------------------------------------
+
+    def add_nodes(self, contacts: list[Contact], records: list[NodeRecord]) -> int:
+        """Give the crawl nodes to visit: unverified ``contacts`` and ``records`` of
+        known nodes (visited when their ``next_visit`` comes). Those outside the
+        policy's scope are ignored. Returns how many were new."""
+        now = self._wall()
+        before = len(self.policy.nodes)
+        for record in records:
+            self.policy.restore(record, now)
+        self.policy.add_contacts(contacts, now)
+        self._wake.set()
+        return len(self.policy.nodes) - before
+
     # --- running ----------------------------------------------------------------------------
 
     def _on_queried(self, event: InfohashQueried) -> None:
@@ -393,6 +407,7 @@ async def crawl(
     stop_when_idle: float | None = None,
     rng: random.Random | None = None,
     wall_clock: Callable[[], float] = time.time,
+    scope: CrawlScope | None = None,
 ) -> AsyncIterator[Crawl]:
     """Crawl the DHT through ``node``: stream each new node and infohash as it is found.
 
@@ -414,6 +429,9 @@ async def crawl(
             (every node visited and waiting for its ``interval``).
         rng: randomness (default ``random.SystemRandom()``).
         wall_clock: Unix time, for the visit times kept in the store.
+        scope: visit only the part of the keyspace this owns (a fleet worker's
+            partitions, see :mod:`.fleet`); nodes outside it are set aside
+            for :meth:`CrawlPolicy.take_foreign`.
 
     Raises:
         BootstrapError: the node's table was empty, nothing was restored, and no
@@ -424,6 +442,7 @@ async def crawl(
     limits = replace(limits or CrawlLimits(), rate=rate)
     policy = CrawlPolicy(rng=rng, now=wall_clock(), limits=limits)
     policy.exclude.add(node.node_id)
+    policy.scope = scope
     if store is not None:
         records = await trio.to_thread.run_sync(lambda: list(store.load_nodes()))
         now = wall_clock()

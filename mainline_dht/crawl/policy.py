@@ -46,12 +46,13 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final
+from typing import Final, Protocol
 
 from ..wire.contact import Address, Contact
 from .store import NodeRecord
 
-__all__ = ["budget_key", "CrawlLimits", "CrawlPolicy", "CrawlQuery", "CrawlCounters", "NodeState", "QueryKind", "ResponseOutcome"]
+__all__ = ["budget_key", "CrawlLimits", "CrawlPolicy", "CrawlScope", "MAX_FOREIGN", "CrawlQuery", "CrawlCounters", "NodeState",
+           "QueryKind", "ResponseOutcome"]
 
 #: BEP 51 ``interval`` assumed when a node gives none (libtorrent's default, 6 hours).
 DEFAULT_SAMPLE_INTERVAL: Final = 21600.0
@@ -61,6 +62,28 @@ MAX_SAMPLE_INTERVAL: Final = 7 * 86400.0
 _TOKEN_SLACK: Final = 1e-6
 #: Seconds between the per-IP budget's sweeps of idle entries.
 _SWEEP_EVERY: Final = 10.0
+
+
+#: Contacts outside the scope kept for :meth:`CrawlPolicy.take_foreign` at most (the oldest go first).
+MAX_FOREIGN: Final = 100_000
+
+
+class CrawlScope(Protocol):
+    """The part of the keyspace one crawler visits, when several share the work.
+
+    A crawler of a fleet (:mod:`.fleet`) holds some partitions of the keyspace;
+    the policy visits only the nodes its scope owns and sets aside the others
+    (:meth:`CrawlPolicy.take_foreign`) for their owners. The scope may change
+    at any time: a node found outside it when its turn comes is forgotten.
+    """
+
+    def owns(self, node_id: bytes) -> bool:
+        """Whether this crawler visits the node with ``node_id``."""
+        ...
+
+    def random_target(self, rng: random.Random) -> bytes | None:
+        """A random 20-byte target inside the scope (``None``: nothing is owned now)."""
+        ...
 
 
 class QueryKind(Enum):
@@ -224,6 +247,9 @@ class CrawlPolicy:
         self._dirty: dict[bytes, NodeState] = {}
         #: IDs never to visit: our own node's (it appears in others' replies).
         self.exclude: set[bytes] = set()
+        #: The keyspace this crawler visits (``None``: all of it).
+        self.scope: CrawlScope | None = None
+        self._foreign: dict[bytes, Address] = {}
 
     # --- learning of nodes ------------------------------------------------------------
 
@@ -232,6 +258,13 @@ class CrawlPolicy:
         if contact.id in self.nodes or len(self.nodes) >= self.limits.max_nodes:
             return False
         if not 0 < contact.addr[1] < 65536 or contact.id in self.exclude:
+            return False
+        if self.scope is not None and not self.scope.owns(contact.id):
+            foreign = self._foreign
+            if contact.id not in foreign:
+                if len(foreign) >= MAX_FOREIGN:
+                    del foreign[next(iter(foreign))]
+                foreign[contact.id] = contact.addr
             return False
         node = NodeState(contact.id, contact.addr)
         self.nodes[contact.id] = node
@@ -242,9 +275,16 @@ class CrawlPolicy:
         """:meth:`add_contact` for each; returns how many were new."""
         return sum(self.add_contact(c, now) for c in contacts)
 
+    def take_foreign(self) -> list[tuple[bytes, Address]]:
+        """Return (and forget) the contacts learned outside the scope, for their owners."""
+        foreign, self._foreign = self._foreign, {}
+        return list(foreign.items())
+
     def restore(self, record: NodeRecord, now: float) -> None:
         """Take a node from an earlier run's store: it is visited when its ``next_visit`` comes."""
         if record.node_id in self.nodes or len(self.nodes) >= self.limits.max_nodes:
+            return
+        if self.scope is not None and not self.scope.owns(record.node_id):
             return
         node = NodeState(record.node_id, record.addr, record.first_seen, record.last_seen, record.version,
                          record.bep51, record.next_visit, record.sample_interval, record.num)
@@ -350,6 +390,15 @@ class CrawlPolicy:
                 waiting.append(node)  # stays queued
                 continue
             node.queued = False
+            if self.scope is not None and not self.scope.owns(node.node_id):
+                # Its partition went to another crawler: forget it. A node that
+                # answered is in the store for the owner; one never visited goes
+                # to the owner through take_foreign.
+                if not node.in_flight and node.node_id not in self._dirty:
+                    del self.nodes[node.node_id]
+                    if node.first_seen is None and len(self._foreign) < MAX_FOREIGN:
+                        self._foreign[node.node_id] = node.addr
+                continue
             query = self._query_for(node)
             if query is None:
                 continue
@@ -373,11 +422,19 @@ class CrawlPolicy:
             if rng.random() < self.limits.neighbour_share:
                 target = node.node_id[:15] + rng.randbytes(5)
             else:
-                target = rng.randbytes(20)
+                target = self._random_target()
         else:
-            target = rng.randbytes(20)
+            target = self._random_target()
         kind = QueryKind.FIND_NODE if node.bep51 is False else QueryKind.SAMPLE
         return CrawlQuery(kind, node.node_id, node.addr, target)
+
+    def _random_target(self) -> bytes:
+        """A random target, inside the scope when there is one (so replies list nodes we own)."""
+        if self.scope is not None:
+            target = self.scope.random_target(self.rng)
+            if target is not None:
+                return target
+        return self.rng.randbytes(20)
 
     def next_wakeup(self) -> float | None:
         """When :meth:`next_queries` may next return something (``None``: only after an answer)."""

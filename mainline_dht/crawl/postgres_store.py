@@ -16,6 +16,10 @@ the work without a coordinator of our own:
 ``frontier``
     nodes a worker learned of in a partition it does not hold, for the holder
     to visit; the holder takes them out in batches.
+``lease_log``
+    every holding of a partition: ``since`` it was taken ``until`` it expires
+    or was given back (server time), so that an operator (and our tests) can
+    check that no partition was ever held by two workers at once.
 
 Every write is one transaction, so a worker killed with ``kill -9`` loses only
 the batch in flight; its leases expire and another worker takes them over.
@@ -29,6 +33,7 @@ psycopg 3 is an optional dependency: ``pip install 'mainline-dht[postgres]'``.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,7 +41,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
-from .store import InfohashReport, NodeRecord, StoreCounts, StoreError
+from .store import InfohashReport, NodeRecord, StoreCounts, StoreError, TorrentRecord
 
 if TYPE_CHECKING:
     import psycopg
@@ -54,7 +59,7 @@ __all__ = [
 #: Partitions of the keyspace: one per value of a node ID's first byte.
 PARTITIONS: Final = 256
 #: The schema version this code writes; older versions are upgraded on open.
-POSTGRES_SCHEMA_VERSION: Final = 2
+POSTGRES_SCHEMA_VERSION: Final = 3
 #: Frontier rows kept at most; the oldest are dropped beyond (bounds the table).
 MAX_FRONTIER: Final = 1_000_000
 #: Seconds a connection attempt may take.
@@ -62,7 +67,8 @@ CONNECT_TIMEOUT: Final = 10
 
 #: Migrations, in order: ``_MIGRATIONS[v - 1]`` takes a database from version
 #: ``v - 1`` to ``v``. Version 1 holds what a single crawler needs (the tables
-#: of :mod:`.store`); version 2 adds what a fleet shares.
+#: of :mod:`.store`); version 2 adds what a fleet shares; version 3 the
+#: ``torrents`` of ``crawl --metadata``.
 _MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE TABLE nodes (
@@ -116,6 +122,13 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         added DOUBLE PRECISION NOT NULL
     );
     CREATE INDEX frontier_by_partition ON frontier (partition, added);
+    CREATE TABLE lease_log (
+        partition SMALLINT NOT NULL,
+        worker TEXT NOT NULL,
+        since DOUBLE PRECISION NOT NULL,
+        until DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (partition, worker, since)
+    );
     CREATE INDEX nodes_by_next_visit ON nodes (next_visit);
     """,
 )
@@ -283,6 +296,28 @@ class PostgresStore:
                         ([k[0] for k in link_keys], [k[1] for k in link_keys], [links[k] for k in link_keys]),
                     )
 
+    def write_torrents(self, torrents: Sequence[TorrentRecord]) -> None:
+        """Insert or replace rows of ``torrents`` in one transaction (see :meth:`.store.CrawlStore.write_torrents`).
+
+        Raises:
+            StoreError: the write failed; nothing of the batch is kept.
+        """
+        merged = {t.info_hash: t for t in torrents}  # one row per key: a command may not touch a row twice
+        if not merged:
+            return
+        keys = sorted(merged)
+        with self._lock, self._errors("write to"):
+            self._db.execute(
+                """INSERT INTO torrents (infohash, name, total_length, file_count, files, fetched_at)
+                SELECT * FROM unnest(%s::bytea[], %s::text[], %s::bigint[], %s::int[], %s::jsonb[], %s::float8[])
+                ON CONFLICT (infohash) DO UPDATE SET name = excluded.name, total_length = excluded.total_length,
+                    file_count = excluded.file_count, files = excluded.files, fetched_at = excluded.fetched_at""",
+                (keys, [merged[k].name for k in keys], [merged[k].total_length for k in keys],
+                 [merged[k].file_count for k in keys],
+                 [json.dumps([[path, length] for path, length in merged[k].files], ensure_ascii=False) for k in keys],
+                 [merged[k].fetched_at for k in keys]),
+            )
+
     def load_nodes(self, partitions: Iterable[int] | None = None) -> Iterator[NodeRecord]:
         """Stored nodes, to resume a crawl: all, or those in ``partitions``.
 
@@ -380,11 +415,13 @@ class PostgresStore:
                     db.execute(
                         "UPDATE partitions SET worker = NULL, lease_expires = 0 WHERE partition = ANY(%s)", (excess,)
                     )
+                    db.execute(_CLOSE_LOG, (now, name, excess, now))
                 expires = now + ttl
                 if held:
                     db.execute(
                         "UPDATE partitions SET lease_expires = %s WHERE partition = ANY(%s)", (expires, held)
                     )
+                    db.execute(_CLOSE_LOG, (expires, name, held, now))
                 if len(held) < share:
                     taken = db.execute(
                         """WITH free AS (
@@ -399,13 +436,32 @@ class PostgresStore:
                         RETURNING p.partition""",
                         {"now": now, "want": share - len(held), "name": name, "expires": expires},
                     ).fetchall()
-                    held += [int(r[0]) for r in taken]
+                    new = [int(r[0]) for r in taken]
+                    if new:
+                        db.execute(
+                            "INSERT INTO lease_log (partition, worker, since, until) "
+                            "SELECT p, %s, %s, %s FROM unnest(%s::smallint[]) AS p",
+                            (name, now, expires, new),
+                        )
+                    held += new
         return Lease(frozenset(held), expires)
 
     def release(self, name: str) -> None:
         """Give up every partition ``name`` holds (a clean shutdown)."""
         with self._lock, self._errors("write to"):
-            self._db.execute("UPDATE partitions SET worker = NULL, lease_expires = 0 WHERE worker = %s", (name,))
+            db = self._db
+            with db.transaction():
+                now_row = db.execute(f"SELECT {_NOW}").fetchone()
+                assert now_row is not None
+                now = float(now_row[0])
+                released = [
+                    int(r[0])
+                    for r in db.execute(
+                        "UPDATE partitions SET worker = NULL, lease_expires = 0 WHERE worker = %s RETURNING partition",
+                        (name,),
+                    ).fetchall()
+                ]
+                db.execute(_CLOSE_LOG, (now, name, released, now))
 
     def add_frontier(self, contacts: Iterable[tuple[bytes, tuple[str, int]]]) -> int:
         """Record nodes for the holders of their partitions to visit; known nodes are skipped.
@@ -511,6 +567,13 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
+
+# Set ``until`` of a worker's current holdings of some partitions (those not over
+# before ``now``): renewals move it on, releases bring it back to now.
+_CLOSE_LOG: Final = """
+UPDATE lease_log SET until = %s
+WHERE worker = %s AND partition = ANY(%s::smallint[]) AND until > %s
+"""
 
 _NODE_COLUMNS: Final = "id, ip, port, first_seen, last_seen, version, bep51, next_visit, sample_interval, num"
 

@@ -145,7 +145,7 @@ class StoreCounts:
 
 
 class CrawlStore(Protocol):
-    """The storage a crawl writes to. Backends: :class:`~.sqlite_store.SQLiteStore`.
+    """The storage a crawl writes to. Backends: :class:`~.sqlite_store.SQLiteStore`, :class:`~.postgres_store.PostgresStore`.
 
     Calls come from one task at a time (the crawler serialises them), possibly
     from a worker thread; a backend may block. Writes arrive in batches: one
@@ -214,9 +214,15 @@ def _open_sqlite(location: str) -> CrawlStore:
     return SQLiteStore(location)
 
 
+def _open_postgres(location: str) -> CrawlStore:
+    from .postgres_store import PostgresStore
+
+    return PostgresStore(location)
+
+
 #: URL scheme -> a function that opens a store from the rest of the ``--db`` string.
 #: A server backend registers its scheme here (e.g. ``"postgresql"``).
-STORE_OPENERS: dict[str, Callable[[str], CrawlStore]] = {"sqlite": _open_sqlite}
+STORE_OPENERS: dict[str, Callable[[str], CrawlStore]] = {"sqlite": _open_sqlite, "postgresql": _open_postgres, "postgres": _open_postgres}
 
 
 def open_store(db: str | os.PathLike[str] | None = None) -> CrawlStore:
