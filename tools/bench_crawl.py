@@ -16,6 +16,10 @@ and of the infohashes BEP 51 nodes hold, and the queries and simulated seconds
 to 95% node coverage (and queries per live node at that point).
 
 Usage: python tools/bench_crawl.py [--nodes 5000] [--seed 1] [--rate 250] [--duration 600]
+
+With ``--fleet 1,2,4`` it measures fleets instead (tools/bench_fleet.py): for each
+size, that many crawler processes sharing one PostgreSQL database crawl one
+loopback network of our nodes (``--fleet-nodes``), in real time.
 """
 
 from __future__ import annotations
@@ -197,7 +201,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--rate", type=float, default=250.0)
     parser.add_argument("--duration", type=float, default=600.0, help="simulated seconds per crawler at most")
+    parser.add_argument("--fleet", metavar="W,W,...", default=None,
+                        help="measure fleets of W crawler processes on PostgreSQL instead (e.g. 1,2,4)")
+    parser.add_argument("--fleet-nodes", type=int, default=2000, help="nodes of the loopback network (--fleet)")
+    parser.add_argument("--fleet-duration", type=float, default=120.0, help="seconds per fleet at most (--fleet)")
     args = parser.parse_args()
+    if args.fleet is not None:
+        from bench_fleet import bench_fleet
+
+        sizes = [int(w) for w in args.fleet.split(",") if w.strip()]
+        bench_fleet(sizes, args.fleet_nodes, args.fleet_duration, args.rate)
+        return
     trio.run(bench, args.nodes, args.seed, args.rate, args.duration,
              clock=trio.testing.MockClock(autojump_threshold=0))
 

@@ -212,7 +212,11 @@ async def crawl_as_worker(
         finally:
             with trio.CancelScope(shield=True):
                 scope.clear()
+                s = found.stats
                 try:
+                    await trio.to_thread.run_sync(
+                        lambda: store.heartbeat(name, address=address, queries=s.queries, nodes=s.nodes,
+                                                infohashes=s.infohashes))
                     await trio.to_thread.run_sync(store.add_frontier, found.policy.take_foreign())
                     await trio.to_thread.run_sync(store.release, name)
                 except StoreError as exc:
