@@ -131,6 +131,16 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX nodes_by_next_visit ON nodes (next_visit);
     """,
+    """
+    CREATE TABLE torrents (
+        infohash BYTEA PRIMARY KEY CHECK (length(infohash) = 20),
+        name TEXT NOT NULL,
+        total_length BIGINT NOT NULL,
+        file_count INTEGER NOT NULL,
+        files JSONB NOT NULL,
+        fetched_at DOUBLE PRECISION NOT NULL
+    );
+    """,
 )
 
 _NOW: Final = "extract(epoch from clock_timestamp())"
