@@ -5,7 +5,8 @@ the line before its fence. This file starts ``mainline-dht testnet`` (the README
 own command, on addresses of its own: 127.0.83.x, free ports), runs each example
 there and checks its output. The only changes made to an example are the ones
 the README states: ``127.0.1.1:6881`` becomes the test network's address, a port
-on ``127.0.0.1`` becomes 0, and ``mainline-dht`` becomes ``python -m mainline_dht``.
+on ``127.0.0.1`` becomes 0, a ``postgresql://`` URL becomes the test's throwaway
+PostgreSQL server's, and ``mainline-dht`` becomes ``python -m mainline_dht``.
 
 Every fenced block outside "Two commands" must be a marked example with a check
 here, so an example cannot be added without being run.
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from postgres_server import PostgresServer
 
 from mainline_dht.runtime.state_file import load_contacts
 
@@ -38,6 +40,8 @@ README_TESTNET = ("127.0.1.1", 6881)
 #: The test network's first address (port 0: every node on a free port).
 TESTNET_BASE = "127.0.83.1:0"
 TESTNET_NODES = "30"
+#: The database URL of the fleet examples; the test's own throwaway server replaces it.
+README_POSTGRES = "postgresql://crawler@localhost/dht"
 #: The peer the announce examples announce, as the lookups see it.
 ANNOUNCED_PEER = "127.0.0.1:51413"
 
@@ -257,6 +261,26 @@ def test_crawl(testnet: RunningTestnet, tmp_path: Path) -> None:
     assert db.execute("SELECT reporters FROM infohashes WHERE infohash = ?", (announced,)).fetchone()[0] >= 1
 
 
+def _with_database(argv: list[str], url: str) -> list[str]:
+    assert README_POSTGRES in argv
+    return [url if arg == README_POSTGRES else arg for arg in argv]
+
+
+def test_fleet_and_its_status(testnet: RunningTestnet, tmp_path: Path, postgres: PostgresServer) -> None:
+    url = postgres.url("readme_fleet")
+    result = subprocess.run(_with_database(command("fleet", testnet.bootstrap), url), cwd=tmp_path, env=env(),
+                            capture_output=True, text=True, timeout=WAIT)
+    assert result.returncode == 0, result.stderr
+    assert "worker w1" in result.stderr
+    crawled = re.search(r"crawled (\d+) nodes", result.stderr)
+    assert crawled and int(crawled[1]) >= int(TESTNET_NODES) - 5, result.stderr
+    status = subprocess.run(_with_database(command("fleet_status", testnet.bootstrap), url), cwd=tmp_path,
+                            env=env(), capture_output=True, text=True, timeout=WAIT)
+    assert status.returncode == 0, status.stderr
+    assert re.search(r"^\d+ nodes .*partitions: 0 of 256 leased, 0 expired, 256 free", status.stdout), status.stdout
+    assert re.search(r"^  w1 .* 0 partitions +[1-9]\d* nodes", status.stdout, re.M), status.stdout  # leases given back
+
+
 def test_crawl_py(testnet: RunningTestnet, tmp_path: Path) -> None:
     out = run_python("crawl.py", testnet.bootstrap, tmp_path).stdout.splitlines()
     assert "infohash 37998897394d4ac3936309e1d75edfaaa2ff91ce" in out[:-1]
@@ -317,4 +341,4 @@ def test_scrape(testnet: RunningTestnet, tmp_path: Path) -> None:
 #: The examples the tests above check, by name.
 CHECKED = {"testnet", "ping", "announce", "peers", "lookup.py", "announce.py", "embed_trio.py",
            "embed_threads.py", "embed_asyncio.py", "node", "crawl", "crawl.py", "put", "get", "items.py",
-           "scrape"}
+           "scrape", "fleet", "fleet_status"}
