@@ -11,7 +11,7 @@ AWAY = "203.0.113.9"
 
 
 def voters(n: int, start: int = 0) -> list[str]:
-    return [f"11.0.{(start + i) // 250}.{(start + i) % 250 + 1}" for i in range(n)]
+    return [f"11.{(start + i) // 250}.{(start + i) % 250}.1" for i in range(n)]  # distinct /24s
 
 
 def test_an_address_needs_min_votes_from_distinct_ips() -> None:

@@ -18,13 +18,17 @@ import trio.testing
 from helpers import ask, make_core, raw_query
 from mainline_dht.core import protocol as protocol_module
 from mainline_dht.core.events import ResponseReceived
+from mainline_dht.core.external_ip import ExternalAddressVoter
+from mainline_dht.core.lookup import Lookup
+from mainline_dht.core.peer_store import DEFAULT_MAX_INFOHASHES_PER_IP, PeerStore
 from mainline_dht.core.protocol import NodeConfig
 from mainline_dht.core.routing_table import RoutingTable
 from mainline_dht.runtime.node import open_node
 from mainline_dht.testing import LinkModel, open_memory_network
 from mainline_dht.wire import bencode
 from mainline_dht.wire.contact import Contact
-from mainline_dht.wire.krpc import AnnouncePeer, GetPeers, Ping
+from mainline_dht.testing._memory_net import MemoryTransport
+from mainline_dht.wire.krpc import AnnouncePeer, GetPeers, Ping, pack_peer
 
 INFO_HASH = b"\x42" * 20
 FLOODER = ("10.66.0.1", 6881)
@@ -174,3 +178,100 @@ async def test_a_raising_callback_cannot_stop_the_node(
                 assert (await a.ping(b.local_address)).sender_id == b.node_id
                 records = [r for r in caplog.records if "callback" in r.getMessage()]
                 assert len(records) == 1
+
+
+# --- bounded everything a stranger can grow --------------------------------------------------
+
+
+def test_one_ip_cannot_take_over_the_peer_store() -> None:
+    store = PeerStore(ttl=1e6)
+    honest = [bytes([1, n]) + bytes(18) for n in range(200)]
+    for n, ih in enumerate(honest):  # a real swarm: several peers each
+        for j in range(3):
+            store.add(ih, (f"10.5.{n}.{j}", 6881), 0.0)
+    # One IP announces 2,000 made-up infohashes, within any rate limit.
+    for n in range(2_000):
+        store.add(n.to_bytes(20, "big"), ("10.66.6.6", 6881), 1.0 + n)
+    assert store.infohashes_of("10.66.6.6") == DEFAULT_MAX_INFOHASHES_PER_IP
+    assert all(ih in store for ih in honest)
+    # Nor one torrent: its 500 slots hold one entry per IP, whatever the ports.
+    for port in range(1, 2_000):
+        store.add(honest[0], ("10.66.6.7", port), 5_000.0)
+    assert len(store.get(honest[0], 5_000.0, random.Random(0), 1_000)) == 4
+    assert store.get(honest[0], 5_000.0, random.Random(0), 1_000).count(("10.66.6.7", 1999)) == 1
+
+
+def test_a_full_store_evicts_made_up_infohashes_before_real_swarms() -> None:
+    store = PeerStore(max_infohashes=100, max_infohashes_per_ip=10)
+    for n in range(60):  # 60 swarms of two peers
+        ih = bytes([2, n]) + bytes(18)
+        store.add(ih, (f"10.6.{n}.1", 1), 0.0)
+        store.add(ih, (f"10.6.{n}.2", 1), 0.0)
+    # 20 attacker addresses with 10 single-peer infohashes each fill and churn the rest.
+    for round_ in range(5):
+        for a in range(20):
+            for n in range(10):
+                store.add(bytes([3, round_, a, n]) + bytes(16), (f"10.99.{a}.1", 1), 1.0)
+    assert store.num_infohashes == 100
+    assert all(bytes([2, n]) + bytes(18) in store for n in range(60))
+
+
+def test_a_lookup_caps_peers_per_reply_and_in_all() -> None:
+    target = b"\x55" * 20
+    seeds = [Contact(bytes([n]) * 20, (f"10.7.0.{n}", 6881)) for n in range(1, 60)]
+    lookup = Lookup(target, seeds, now=0.0, k=8, max_peers_per_reply=100, max_peers=250)
+    total = 0
+    for _ in range(10):
+        for contact in lookup.next_queries(0.0):
+            junk = [(f"10.{total // 65536 % 256}.{i // 256 % 256}.{i % 256}", 1000 + total) for i in range(1_000)]
+            new = lookup.on_response(contact, 0.0, values=junk)
+            assert len(new) <= 100
+            total += 1
+    assert len(lookup.peers) == 250 == lookup.max_peers
+
+
+def test_votes_count_once_per_ipv4_24_and_ipv6_64() -> None:
+    voter = ExternalAddressVoter(min_votes=3)
+    # 1,000 addresses of one /64 and one /24 are two votes, not enough.
+    for i in range(500):
+        assert voter.vote(f"2001:db8:1:2::{i:x}", "198.51.100.7") is None
+        assert voter.vote(f"192.0.2.{i % 250}", "198.51.100.7") is None
+    assert len(voter) == 2 and voter.current is None
+    assert voter.vote("2001:db8:1:3::1", "198.51.100.7") == "198.51.100.7"  # another /64
+
+
+async def test_a_peer_stream_is_bounded_against_junk_peers(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(120):
+        async with open_memory_network(rng=random.Random(0), link=LinkModel(median_rtt=0.01, sigma=0.0)) as net:
+            async with AsyncExitStack() as stack:
+                a = await stack.enter_async_context(
+                    open_node(transport=net.open_transport(), bootstrap=(), rng=random.Random("a"))
+                )
+                liars = [net.open_transport() for _ in range(3)]
+                for n, t in enumerate(liars):
+                    a.proto.table.heard_from(
+                        Contact(bytes([0x55, n]) + bytes(18), t.local_address), trio.current_time(), responded=True
+                    )
+
+                async def lie(t: MemoryTransport, n: int) -> None:
+                    # Every reply: 150 fresh junk peers, and no nodes.
+                    sent = 0
+                    while True:
+                        for data, src in await t.receive_batch():
+                            msg = bencode.decode_untrusted(data)
+                            assert isinstance(msg, dict)
+                            values = [pack_peer((f"10.{n}.{(sent + i) >> 8 & 255}.{(sent + i) & 255}", 80)) for i in range(150)]
+                            sent += 150
+                            body = {b"id": bytes([0x55, n]) + bytes(18), b"token": b"tok", b"values": values}
+                            t.send(bencode.encode({b"t": msg[b"t"], b"y": b"r", b"r": body}), src)
+
+                async with trio.open_nursery() as nursery:
+                    for n, t in enumerate(liars):
+                        nursery.start_soon(lie, t, n)
+                    async with a.get_peers(INFO_HASH, max_peers=120) as stream:
+                        got = [p async for p in stream]
+                    nursery.cancel_scope.cancel()
+                # 3 repliers x 150 junk peers: the reply cap (100) and the lookup cap (120) hold.
+                assert len(got) == len(set(got)) == 120
+                assert len(stream._found_at) == 120
+                assert stream._receive.statistics().max_buffer_size == 120

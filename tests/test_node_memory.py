@@ -539,7 +539,7 @@ async def test_a_node_takes_a_bep42_id_for_the_address_others_see(
             async with AsyncExitStack() as stack:
                 others: list[DHTNode] = []
                 for i in range(40):
-                    transport = net.open_transport((f"21.0.0.{i + 1}", 6881))
+                    transport = net.open_transport((f"21.0.{i + 1}.1", 6881))  # one vote per /24
                     others.append(
                         await stack.enter_async_context(
                             open_node(transport=transport, bootstrap=(), config=keep, rng=random.Random(i))

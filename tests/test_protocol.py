@@ -482,7 +482,7 @@ PUBLIC_IP = "21.43.65.87"  # never on the wire: these cores talk through a list
 def _replies_reporting(core: NodeProtocol, ip: str, voters: int, now: float = 1.0) -> list[object]:
     """Answer a ping of ours from each of ``voters`` IPs, every reply reporting ``ip`` as ours."""
     for i in range(voters):
-        src = stranger(3000 + i)
+        src = stranger((3000 + i) * 254)  # one per /24: a /24 casts one vote
         key = core.send_query(Ping(), src, now)
         core.datagrams_to_send()
         reply = {b"t": key[0], b"y": b"r", b"r": {b"id": node_id(7000 + i)}, b"ip": pack_peer((ip, 6881))}

@@ -45,6 +45,8 @@ __all__ = [
     "DEFAULT_EARLY_FINISH",
     "DEFAULT_K",
     "DEFAULT_MAX_PER_PREFIX",
+    "DEFAULT_MAX_LOOKUP_PEERS",
+    "DEFAULT_MAX_PEERS_PER_REPLY",
     "DEFAULT_SOFT_TIMEOUT",
     "UNKNOWN_ID",
     "Lookup",
@@ -102,6 +104,14 @@ DEFAULT_MAX_PER_PREFIX: Final = 1
 #: Added to the sort key of a candidate that ranks behind all others (a crowded
 #: prefix, or a BEP 42-invalid ID under enforcement): above every XOR distance.
 _BEHIND: Final = 1 << 162
+
+#: Peers taken from one reply (BEP 5 ``values``); the rest are ignored. libtorrent
+#: sends at most 100 (``dht_max_peers_reply``), we send 50.
+DEFAULT_MAX_PEERS_PER_REPLY: Final = 100
+#: Distinct peers one lookup collects; later ones are ignored. Bounds what hostile
+#: replies can make a lookup (and its consumer's channel) hold; a swarm's nodes
+#: store at most 500 peers each (libtorrent's ``dht_max_peers``).
+DEFAULT_MAX_LOOKUP_PEERS: Final = 5000
 
 #: The node ID under which a bootstrap router (whose ID we do not know) is handed to the
 #: driver by :meth:`Lookup.next_queries`. Pass the same :class:`Contact` back.
@@ -270,6 +280,8 @@ class Lookup:
         max_per_prefix: int | None = DEFAULT_MAX_PER_PREFIX,
         diversity_local: bool = False,
         enforce_bep42: bool = False,
+        max_peers_per_reply: int = DEFAULT_MAX_PEERS_PER_REPLY,
+        max_peers: int = DEFAULT_MAX_LOOKUP_PEERS,
     ) -> None:
         """Start a lookup; nothing is sent until :meth:`next_queries`.
 
@@ -296,6 +308,8 @@ class Lookup:
                 (simulations whose private addresses stand for the Internet).
             enforce_bep42: rank BEP 42-invalid IDs on public addresses behind
                 every valid one (default: behind valid ones at similar distance).
+            max_peers_per_reply: peers taken from one reply's ``values``.
+            max_peers: distinct peers the lookup collects in all.
 
         Raises:
             LocalProtocolError: if ``target`` or ``own_id`` is not 20 bytes, or a
@@ -355,6 +369,8 @@ class Lookup:
         self._in_flight = 0  # active or past the soft timeout
 
         self._peer_set: set[Address] = set()
+        self._max_peers_per_reply = max_peers_per_reply
+        self._max_peers = max_peers
         self._peers: list[Address] = []
         self._done = False
         self._stats = LookupStats(started_at=now)
@@ -377,6 +393,11 @@ class Lookup:
     def k(self) -> int:
         """How many closest nodes the lookup converges on."""
         return self._k
+
+    @property
+    def max_peers(self) -> int:
+        """The most distinct peers this lookup collects."""
+        return self._max_peers
 
     @property
     def alpha(self) -> int:
@@ -806,9 +827,14 @@ class Lookup:
             added += 1
         return added
 
-    def _add_values(self, values: Iterable[Address], now: float) -> list[Address]:
+    def _add_values(self, values: Sequence[Address], now: float) -> list[Address]:
         new: list[Address] = []
-        for peer in values:
+        room = self._max_peers - len(self._peers)
+        if room <= 0:
+            return new
+        for peer in values[: self._max_peers_per_reply]:
+            if len(new) >= room:
+                break
             if not _valid_addr(peer) or peer in self._peer_set:
                 continue
             self._peer_set.add(peer)

@@ -1,17 +1,26 @@
 """The peer store: who announced which infohash to us (BEP 5 ``announce_peer``).
 
 Owns: storing announced peers per infohash with expiry, the bounds that keep a
-hostile announcer from exhausting memory, random samples for ``get_peers``
-replies, BEP 51 infohash samples, and how many peers fit one reply.
+hostile announcer from exhausting memory or pushing others out, random samples
+for ``get_peers`` replies, BEP 51 infohash samples, and how many peers fit one
+reply.
+
+One source cannot take over the store: each IP holds at most one entry per
+infohash (a re-announce from another port replaces it) and entries for at most
+``max_infohashes_per_ip`` infohashes (past that its own oldest goes). When the
+store is full, a new infohash evicts the oldest infohash that has a single
+peer (what an announcer makes up costs it one entry each; a real swarm has
+many), and only when there is none the least recently announced one.
 
 Pure: no I/O, no clock (time arrives as ``now`` in seconds), no global
 randomness (samples draw from the ``rng`` given). Must not import trio, socket,
 time, asyncio or os.
 
 Every operation is O(1) amortised (``get`` and the samples are linear in what
-they return): three insertion-ordered maps keep peers per infohash in announce
-order, infohashes in order of their latest announce, and all peers in announce
-order for expiry. ``OrderedDict`` rather than ``dict`` because evicting from the
+they return): insertion-ordered maps keep peers per infohash in announce
+order, infohashes in order of their latest announce, single-peer infohashes in
+order of creation, each IP's infohashes, and all entries in announce order for
+expiry. ``OrderedDict`` rather than ``dict`` because evicting from the
 front of a plain dict leaves tombstones that the next ``next(iter(d))`` must
 skip, which turns FIFO eviction quadratic.
 """
@@ -28,6 +37,7 @@ __all__ = [
     "DEFAULT_MAX_INFOHASHES",
     "DEFAULT_MAX_PEERS_PER_INFOHASH",
     "DEFAULT_MAX_PEERS",
+    "DEFAULT_MAX_INFOHASHES_PER_IP",
     "DEFAULT_PEER_TTL",
     "DEFAULT_MAX_VALUES_PER_REPLY",
     "REPLY_BUDGET",
@@ -45,6 +55,12 @@ DEFAULT_MAX_PEERS_PER_INFOHASH: Final = 500
 #: million entries (~200 MB in Python); 100,000 is ~20 MB, far more than a node
 #: sees from honest announcers (libtorrent's storage also caps the total).
 DEFAULT_MAX_PEERS: Final = 100_000
+
+#: Infohashes one IP may hold entries for. A node stores only the infohashes
+#: closest to its ID, so even a seedbox with thousands of torrents lands a handful
+#: on any one node; 50 leaves room for many users behind one NAT address, while
+#: it takes 40 addresses to fill :data:`DEFAULT_MAX_INFOHASHES`.
+DEFAULT_MAX_INFOHASHES_PER_IP: Final = 50
 
 #: Seconds a peer is kept unless it announces again. Clients re-announce every
 #: 15-30 minutes (libtorrent's ``dht_announce_interval`` is 900 s); 30 minutes
@@ -99,19 +115,34 @@ class PeerStore:
     """Peers announced to us, per infohash, with expiry and bounds.
 
     Args:
-        max_infohashes: infohashes kept; beyond it the one announced to least
-            recently is dropped whole.
+        max_infohashes: infohashes kept; beyond it the oldest single-peer
+            infohash is dropped, or if none the least recently announced one.
         max_peers_per_infohash: peers kept per infohash; beyond it that
             infohash's least recently announced peer is dropped.
         ttl: seconds a peer lives after its latest announce.
         max_peers: peers kept in all; beyond it the least recently announced
             peer of any infohash is dropped.
+        max_infohashes_per_ip: infohashes one IP holds entries for; beyond it
+            that IP's least recently announced entry is dropped.
+        per_ip: apply the per-IP rules to IPs (``False``: to whole addresses,
+            for a test network whose nodes share one IP).
 
     Raises:
         ValueError: a limit is not positive.
     """
 
-    __slots__ = ("_max_infohashes", "_max_per", "_max_peers", "_ttl", "_by_hash", "_by_age")
+    __slots__ = (
+        "_max_infohashes",
+        "_max_per",
+        "_max_peers",
+        "_max_per_ip",
+        "_per_ip",
+        "_ttl",
+        "_by_hash",
+        "_by_age",
+        "_by_ip",
+        "_singles",
+    )
 
     def __init__(
         self,
@@ -120,17 +151,26 @@ class PeerStore:
         max_peers_per_infohash: int = DEFAULT_MAX_PEERS_PER_INFOHASH,
         ttl: float = DEFAULT_PEER_TTL,
         max_peers: int = DEFAULT_MAX_PEERS,
+        max_infohashes_per_ip: int = DEFAULT_MAX_INFOHASHES_PER_IP,
+        per_ip: bool = True,
     ) -> None:
-        if min(max_infohashes, max_peers_per_infohash, max_peers) < 1 or not ttl > 0:
+        if min(max_infohashes, max_peers_per_infohash, max_peers, max_infohashes_per_ip) < 1 or not ttl > 0:
             raise ValueError("peer-store limits and ttl must be positive")
         self._max_infohashes = max_infohashes
         self._max_per = max_peers_per_infohash
         self._max_peers = max_peers
+        self._max_per_ip = max_infohashes_per_ip
+        self._per_ip = per_ip
         self._ttl = float(ttl)
-        # infohash -> {peer: (announced_at, seed)}, both levels oldest announce first.
-        self._by_hash: OrderedDict[bytes, OrderedDict[Address, tuple[float, bool]]] = OrderedDict()
-        # (infohash, peer) -> announced_at, oldest first: drives expiry and the total cap.
+        # Entries are keyed by source: (ip, 0) per IP, or the whole address (see ``per_ip``).
+        # infohash -> {source: (peer, announced_at, seed)}, both levels oldest announce first.
+        self._by_hash: OrderedDict[bytes, OrderedDict[Address, tuple[Address, float, bool]]] = OrderedDict()
+        # (infohash, ip) -> announced_at, oldest first: drives expiry and the total cap.
         self._by_age: OrderedDict[tuple[bytes, Address], float] = OrderedDict()
+        # ip -> the infohashes it has an entry for, least recently announced first.
+        self._by_ip: dict[Address, OrderedDict[bytes, None]] = {}
+        # Infohashes with exactly one peer, oldest first: evicted first when full.
+        self._singles: OrderedDict[bytes, None] = OrderedDict()
 
     @property
     def num_infohashes(self) -> int:
@@ -143,6 +183,11 @@ class PeerStore:
         return len(self._by_age)
 
     @property
+    def num_sources(self) -> int:
+        """Distinct IPs with at least one stored entry."""
+        return len(self._by_ip)
+
+    @property
     def ttl(self) -> float:
         """Seconds a peer lives after announcing."""
         return self._ttl
@@ -150,11 +195,17 @@ class PeerStore:
     def __contains__(self, info_hash: object) -> bool:
         return info_hash in self._by_hash
 
+    def infohashes_of(self, ip: str) -> int:
+        """How many infohashes ``ip`` holds an entry for."""
+        held = self._by_ip.get((ip, 0))
+        return 0 if held is None else len(held)
+
     def add(self, info_hash: bytes, peer: Address, now: float, *, seed: bool = False) -> None:
         """Store (or refresh) ``peer`` for ``info_hash`` (BEP 5 ``announce_peer``).
 
-        A re-announce refreshes the peer's expiry and ``seed`` flag (BEP 33).
-        When a bound is hit the oldest goes first (see the class docstring).
+        A re-announce from the same IP replaces its entry (port, expiry and the
+        BEP 33 ``seed`` flag). When a bound is hit the entry that goes is chosen
+        as the module docstring says.
 
         Args:
             info_hash: the 20-byte infohash.
@@ -162,25 +213,46 @@ class PeerStore:
             now: current time in seconds.
             seed: BEP 33: the peer announced itself as a seed.
         """
-        peers = self._by_hash.get(info_hash)
-        if peers is None:
-            if len(self._by_hash) >= self._max_infohashes:
-                self._drop_infohash(next(iter(self._by_hash)))
-            peers = self._by_hash[info_hash] = OrderedDict()
-        else:
-            self._by_hash.move_to_end(info_hash)
-        key = (info_hash, peer)
-        if peer in peers:
-            peers.move_to_end(peer)
+        ip = (peer[0], 0) if self._per_ip else peer
+        by_hash = self._by_hash
+        key = (info_hash, ip)
+        peers = by_hash.get(info_hash)
+        if peers is not None and ip in peers:  # a re-announce
+            by_hash.move_to_end(info_hash)
+            peers.move_to_end(ip)
+            peers[ip] = (peer, now, seed)
             self._by_age.move_to_end(key)
-        elif len(peers) >= self._max_per:
-            oldest, _ = peers.popitem(last=False)
-            del self._by_age[(info_hash, oldest)]
-        peers[peer] = (now, seed)
+            self._by_age[key] = now
+            self._by_ip[ip].move_to_end(info_hash)
+            return
+        held = self._by_ip.get(ip)
+        if held is not None and len(held) >= self._max_per_ip:
+            # This IP's own least recently announced entry makes room.
+            self._remove(next(iter(held)), ip)
+            peers = by_hash.get(info_hash)
+        if peers is None:
+            if len(by_hash) >= self._max_infohashes:
+                singles = self._singles
+                self._drop_infohash(next(iter(singles)) if singles else next(iter(by_hash)))
+            peers = by_hash[info_hash] = OrderedDict()
+        else:
+            by_hash.move_to_end(info_hash)
+            if len(peers) >= self._max_per:
+                self._remove(info_hash, next(iter(peers)))
+                peers = by_hash.get(info_hash)
+                if peers is None:  # (a cap of one peer per infohash)
+                    peers = by_hash[info_hash] = OrderedDict()
+        peers[ip] = (peer, now, seed)
+        n = len(peers)
+        if n == 1:
+            self._singles[info_hash] = None
+        elif n == 2:
+            self._singles.pop(info_hash, None)
         self._by_age[key] = now
+        self._by_ip.setdefault(ip, OrderedDict())[info_hash] = None
         if len(self._by_age) > self._max_peers:
-            (old_hash, old_peer), _ = self._by_age.popitem(last=False)
-            self._forget(old_hash, old_peer)
+            old_hash, old_ip = next(iter(self._by_age))
+            self._remove(old_hash, old_ip)
 
     def get(
         self,
@@ -203,10 +275,10 @@ class PeerStore:
         if not peers or limit <= 0:
             return []
         if family is None:
-            candidates = list(peers)
+            candidates = [v[0] for v in peers.values()]
         else:
             v6 = family == 6
-            candidates = [p for p in peers if (":" in p[0]) is v6]
+            candidates = [v[0] for v in peers.values() if (":" in v[0][0]) is v6]
         if len(candidates) <= limit:
             return candidates
         return rng.sample(candidates, limit)
@@ -215,7 +287,7 @@ class PeerStore:
         """Return ``(seeds, others)``: every unexpired peer of ``info_hash`` (BEP 33 input)."""
         seeds: list[Address] = []
         others: list[Address] = []
-        for peer, (_, seed) in (self._fresh(info_hash, now) or {}).items():
+        for peer, _, seed in (self._fresh(info_hash, now) or {}).values():
             (seeds if seed else others).append(peer)
         return seeds, others
 
@@ -232,8 +304,7 @@ class PeerStore:
             key, announced = next(iter(by_age.items()))
             if announced > cutoff:
                 break
-            by_age.popitem(last=False)
-            self._forget(*key)
+            self._remove(*key)
             dropped += 1
         return dropped
 
@@ -249,30 +320,38 @@ class PeerStore:
 
     # --- internals ------------------------------------------------------------------
 
-    def _fresh(self, info_hash: bytes, now: float) -> OrderedDict[Address, tuple[float, bool]] | None:
+    def _fresh(self, info_hash: bytes, now: float) -> OrderedDict[Address, tuple[Address, float, bool]] | None:
         """The peers of ``info_hash`` after dropping its expired ones (oldest first)."""
         peers = self._by_hash.get(info_hash)
         if peers is None:
             return None
         cutoff = now - self._ttl
         while peers:
-            peer, (announced, _) = next(iter(peers.items()))
+            ip, (_, announced, _) = next(iter(peers.items()))
             if announced > cutoff:
                 break
-            peers.popitem(last=False)
-            del self._by_age[(info_hash, peer)]
-        if not peers:
-            del self._by_hash[info_hash]
-            return None
+            self._remove(info_hash, ip)
+            peers = self._by_hash.get(info_hash)
+            if peers is None:
+                return None
         return peers
 
-    def _forget(self, info_hash: bytes, peer: Address) -> None:
-        """Remove ``peer`` from its infohash (already gone from ``_by_age``)."""
+    def _remove(self, info_hash: bytes, ip: Address) -> None:
+        """Remove the entry of ``ip`` for ``info_hash`` from every index."""
         peers = self._by_hash[info_hash]
-        del peers[peer]
-        if not peers:
+        del peers[ip]
+        del self._by_age[(info_hash, ip)]
+        held = self._by_ip[ip]
+        del held[info_hash]
+        if not held:
+            del self._by_ip[ip]
+        n = len(peers)
+        if n == 0:
             del self._by_hash[info_hash]
+            self._singles.pop(info_hash, None)
+        elif n == 1:
+            self._singles[info_hash] = None
 
     def _drop_infohash(self, info_hash: bytes) -> None:
-        for peer in self._by_hash.pop(info_hash):
-            del self._by_age[(info_hash, peer)]
+        for ip in list(self._by_hash[info_hash]):
+            self._remove(info_hash, ip)

@@ -94,7 +94,7 @@ from ..wire.krpc import (
     query_fields_untrusted,
 )
 from .node_id import is_id_valid_for_ip, node_id_for_ip
-from .peer_store import DEFAULT_MAX_VALUES_PER_REPLY, PeerStore, max_values_for
+from .peer_store import DEFAULT_MAX_INFOHASHES_PER_IP, DEFAULT_MAX_VALUES_PER_REPLY, PeerStore, max_values_for
 from .rate_limit import (
     DEFAULT_BAN_SECONDS,
     DEFAULT_KNOWN_SOURCE_RESERVE,
@@ -179,7 +179,15 @@ class NodeConfig:
     max_infohashes: int | None = None
     """Cap on stored infohashes (``None``: the peer store's default)."""
     max_peers_per_infohash: int | None = None
-    """Cap on peers stored per infohash (``None``: the peer store's default)."""
+    """Cap on peers stored per infohash (``None``: the peer store's default).
+    One IP holds at most one of them (a re-announce replaces its entry)."""
+    max_infohashes_per_ip: int = DEFAULT_MAX_INFOHASHES_PER_IP
+    """Infohashes one announcing IP may hold entries for; past it, its own oldest
+    entry goes, so one source cannot push others out of the peer store."""
+    peer_store_per_ip: bool = True
+    """Apply the peer store's per-IP rules (one entry per IP per torrent,
+    :attr:`max_infohashes_per_ip`) to IPs; ``False``: to whole addresses, for a
+    test network whose nodes share one IP."""
     max_values_per_reply: int = DEFAULT_MAX_VALUES_PER_REPLY
     """Peers per ``get_peers`` reply, so the reply fits one packet."""
     sample_interval: int = DEFAULT_SAMPLE_INTERVAL
@@ -342,7 +350,12 @@ class NodeProtocol:
                 store_kwargs["max_infohashes"] = config.max_infohashes
             if config.max_peers_per_infohash is not None:
                 store_kwargs["max_peers_per_infohash"] = config.max_peers_per_infohash
-            self.peer_store = PeerStore(ttl=config.peer_ttl, **store_kwargs)
+            self.peer_store = PeerStore(
+                ttl=config.peer_ttl,
+                max_infohashes_per_ip=config.max_infohashes_per_ip,
+                per_ip=config.peer_store_per_ip,
+                **store_kwargs,
+            )
             self.item_store = items.ItemStore(ttl=config.item_ttl, max_items=config.max_items)
         self.stats = ProtocolStats()
         #: Our address as others report it (BEP 42 ``ip``), most recent votes.

@@ -197,7 +197,7 @@ async def open_local_network(
         addrs, shared = loopback_addresses(n + 1, base=base)
     addrs, spare = addrs[:n], (addrs[n][0], 0)
     # One address for every node: the per-IP rules would see one host.
-    config = NodeConfig(max_per_ip=None, query_rate_per_ip=None) if shared else NodeConfig()
+    config = NodeConfig(max_per_ip=None, query_rate_per_ip=None, peer_store_per_ip=False) if shared else NodeConfig()
     async with AsyncExitStack() as stack:
         transports: list[UDPTransport] = []
         for addr in addrs:

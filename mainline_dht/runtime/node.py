@@ -642,7 +642,6 @@ class DHTNode(ItemsMixin):
         overlays = self.overlays
         for overlay in overlays:
             await overlay._prepare_lookup()
-        send, receive = trio.open_memory_channel[Address](math.inf)
         now = trio.current_time()
         ops: list[tuple[DHTNode, OperationId]] = []
         lookups: dict[int, Lookup] = {}
@@ -654,6 +653,9 @@ class DHTNode(ItemsMixin):
             assert lookup is not None  # just started
             ops.append((overlay, op))
             lookups[overlay.family] = lookup
+        # Bounded: each lookup reports a peer once, and at most its ``max_peers`` (so
+        # ``send_nowait`` below never finds the channel full, nor does found_at grow past it).
+        send, receive = trio.open_memory_channel[Address](sum(lk.max_peers for lk in lookups.values()))
         stream = PeerStream(lookups[self.family], receive, lookups=lookups)
         found_at = stream._found_at
         # BEP 33: one union of the filters of every reply, in both overlays.
