@@ -8,14 +8,25 @@ the isolation of the receive loop from user callbacks and bugs.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
+import subprocess
+import sys
+import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
 from helpers import ask, make_core, raw_query
+from mainline_dht import cli
+from mainline_dht.cli._common import terminal_safe
+from mainline_dht.errors import StateFileError
+from mainline_dht.runtime import state_file
+from mainline_dht.runtime.state_file import load_contacts, move_aside
 from mainline_dht.core import protocol as protocol_module
 from mainline_dht.core.events import ResponseReceived
 from mainline_dht.core.external_ip import ExternalAddressVoter
@@ -275,3 +286,121 @@ async def test_a_peer_stream_is_bounded_against_junk_peers(autojump_clock: trio.
                 assert len(got) == len(set(got)) == 120
                 assert len(stream._found_at) == 120
                 assert stream._receive.statistics().max_buffer_size == 120
+
+
+# --- durable state ---------------------------------------------------------------------------
+
+
+def _state_doc(nodes: list[object]) -> bytes:
+    return bencode.encode({b"version": 1, b"id": b"\x07" * 20, b"nodes": nodes, b"saved": 1})
+
+
+GOOD_NODE = b"\x09" * 20 + bytes([1, 2, 3, 4, 0x1A, 0xE1])
+
+
+def test_a_partly_bad_state_file_keeps_its_good_entries(tmp_path: Path) -> None:
+    path = tmp_path / "t.dat"
+    other = b"\x0a" * 20 + bytes([5, 6, 7, 8, 0x1A, 0xE1])
+    path.write_bytes(_state_doc([GOOD_NODE, 5, b"x" * 30, other]))
+    own, contacts = load_contacts(path)
+    assert own == b"\x07" * 20
+    assert [c.addr for c in contacts] == [("1.2.3.4", 6881), ("5.6.7.8", 6881)]
+
+
+async def test_a_file_that_is_not_a_state_file_is_moved_aside_never_overwritten(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    precious = tmp_path / "notes.txt"
+    text = b"my notes, not a routing table\n" * 10
+    precious.write_bytes(text)
+    async with open_memory_network(rng=random.Random(0)) as net:
+        async with open_node(
+            transport=net.open_transport(), bootstrap=(), state_path=precious, wall_clock=lambda: 1_700_000_000.0
+        ) as node:
+            node.proto.table.heard_from(Contact(b"\x44" * 20, ("10.4.4.4", 6881)), trio.current_time(), responded=True)
+    aside = tmp_path / "notes.txt.corrupt-20231114T221320Z"
+    assert aside.read_bytes() == text
+    assert load_contacts(precious)[1] == [Contact(b"\x44" * 20, ("10.4.4.4", 6881))]
+    # A second bad file in the same second gets a name of its own.
+    precious.write_bytes(b"garbage")
+    assert move_aside(precious, wall_clock=lambda: 1_700_000_000.0).name == aside.name + "-1"
+    assert aside.read_bytes() == text
+
+
+async def test_a_bad_state_file_that_cannot_be_moved_aside_stops_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    precious = tmp_path / "notes.txt"
+    precious.write_bytes(b"keep me")
+
+    def refuse(path: Path, **_: object) -> Path:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(state_file, "move_aside", refuse)
+    with pytest.raises(StateFileError, match="will not overwrite"):
+        async with open_node(("127.0.0.1", 0), bootstrap=(), state_path=precious):
+            pass  # pragma: no cover
+    assert precious.read_bytes() == b"keep me"
+
+
+_SAVER = """
+import sys, time
+from mainline_dht.core.routing_table import RoutingTable
+from mainline_dht.runtime.state_file import save_table
+from mainline_dht.wire.contact import Contact
+table = RoutingTable(b"\\x01" * 20, max_per_ip=None)
+for i in range(200):
+    table.heard_from(Contact(bytes([i]) * 20, (f"10.0.{i}.1", 6881)), 0.0, responded=True)
+n = save_table(table, sys.argv[1])
+print(n, flush=True)
+while True:
+    save_table(table, sys.argv[1])
+"""
+
+
+def test_the_state_file_survives_kill_9_at_any_moment(tmp_path: Path) -> None:
+    path = tmp_path / "table.dat"
+    rng = random.Random(0)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    for _ in range(8):
+        proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, env=env)
+        assert proc.stdout is not None
+        saved = int(proc.stdout.readline())
+        time.sleep(rng.uniform(0.0, 0.05))  # somewhere inside a save
+        proc.kill()
+        proc.wait()
+        own, contacts = load_contacts(path)  # whole: the old file or the new one
+        assert own == b"\x01" * 20 and len(contacts) == saved > 50
+
+
+# --- terminal safety -------------------------------------------------------------------------
+
+
+def test_terminal_safe_escapes_what_a_terminal_would_act_on() -> None:
+    assert terminal_safe("µTorrent 3.5 ✓") == "µTorrent 3.5 ✓"
+    assert terminal_safe("\x1b[2J\x1b]0;pwned\x07") == "\\x1b[2J\\x1b]0;pwned\\x07"
+    assert terminal_safe("a\rb\nc\x9bd\u202ee\u2066") == "a\\x0db\\x0ac\\x9bd\\u202ee\\u2066"
+    assert terminal_safe("x" * 1000) == "x" * 300 + "…"
+
+
+def test_ping_escapes_the_remote_error_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as evil:
+        evil.bind(("127.0.71.99", 0))
+        evil.settimeout(10)
+
+        def answer() -> None:
+            data, src = evil.recvfrom(2048)
+            tid = bencode.decode_untrusted(data)[b"t"]  # type: ignore[index]
+            msg = b"\x1b]0;owned\x07\x1b[2Jgone\r"
+            evil.sendto(bencode.encode({b"t": tid, b"y": b"e", b"e": [201, msg], b"v": b"\x1b[31"}), src)
+
+        import threading
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        code = cli.main(["ping", f"127.0.71.99:{evil.getsockname()[1]}", "--timeout", "5"])
+        thread.join()
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_ERROR
+    assert "\x1b" not in err + out and "\r" not in err + out and "\x07" not in err + out
+    assert "\\x1b]0;owned\\x07\\x1b[2Jgone\\x0d" in err

@@ -116,8 +116,6 @@ GOOD_NODE = b"\x09" * 20 + bytes([1, 2, 3, 4, 0x1A, 0xE1])
         (bencode.encode({b"version": 1, b"id": b"short", b"nodes": [], b"saved": 1}), "node ID"),
         (bencode.encode({b"version": 1, b"id": GOOD_ID, b"nodes": [], b"saved": b"x"}), "save time"),
         (bencode.encode({b"version": 1, b"id": GOOD_ID, b"nodes": b"x", b"saved": 1}), "not a list"),
-        (bencode.encode({b"version": 1, b"id": GOOD_ID, b"nodes": [5], b"saved": 1}), "node 0"),
-        (bencode.encode({b"version": 1, b"id": GOOD_ID, b"nodes": [GOOD_NODE, b"x" * 30], b"saved": 1}), "node 1"),
     ],
 )
 def test_bad_files_raise_state_file_error(tmp_path: Path, content: bytes, message: str) -> None:
@@ -125,6 +123,12 @@ def test_bad_files_raise_state_file_error(tmp_path: Path, content: bytes, messag
     path.write_bytes(content)
     with pytest.raises(StateFileError, match=message):
         load_contacts(path)
+
+
+def test_bad_node_entries_are_skipped_and_the_good_ones_kept(tmp_path: Path) -> None:
+    path = tmp_path / "t.dat"
+    path.write_bytes(bencode.encode({b"version": 1, b"id": GOOD_ID, b"nodes": [5, GOOD_NODE, b"x" * 30], b"saved": 1}))
+    assert load_contacts(path) == (GOOD_ID, [Contact(b"\x09" * 20, ("1.2.3.4", 6881))])
 
 
 def test_oversized_file_refused(tmp_path: Path) -> None:

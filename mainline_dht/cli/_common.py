@@ -110,6 +110,38 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
+#: Characters of remote text shown at most (the rest is cut, with an ellipsis).
+REMOTE_TEXT_LIMIT = 300
+
+
+def terminal_safe(text: str, limit: int | None = REMOTE_TEXT_LIMIT) -> str:
+    """Return ``text`` fit to print: control and format characters escaped, and cut.
+
+    Everything a remote node sends (KRPC error messages, ``v`` strings, torrent
+    names) goes through this before it reaches the terminal, so that no escape
+    sequence (``ESC [ ...``), carriage return, bidirectional override or other
+    invisible character from the network acts on the user's terminal. Such
+    characters become ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``; a backslash
+    stays as it is.
+
+    Args:
+        text: the untrusted text.
+        limit: the most characters kept before escaping (``None``: all).
+    """
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "…"
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        else:
+            n = ord(ch)
+            out.append(f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}")
+    return "".join(out)
+
+
 def format_address(addr: Address) -> str:
     host, port = addr
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

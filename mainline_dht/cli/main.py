@@ -20,7 +20,7 @@ import trio
 from .. import __version__
 from ..errors import DHTError
 from . import crawl, crawl_status, demo, get, metadata, node, peers, ping, put
-from ._common import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, CLIError, Status, make_parents
+from ._common import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, CLIError, Status, make_parents, terminal_safe
 
 #: The command modules, in the order ``--help`` lists them. Each has
 #: ``register(subparsers, parents)``, which sets the parser's ``run`` default.
@@ -56,6 +56,11 @@ class _Formatter(logging.Formatter):
             super().__init__("mainline-dht: %(levelname)s: %(message)s")
         self.verbose = verbose
 
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # Log messages may quote remote text (a KRPC error's message, say).
+        record.message = terminal_safe(record.message, None)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         if not self.verbose:
             record = logging.makeLogRecord(record.__dict__)
@@ -79,7 +84,7 @@ def _configure_logging(verbosity: int) -> None:
 def _error(text: str) -> None:
     if Status.active is not None:
         Status.active.clear()
-    print(f"mainline-dht: error: {text}", file=sys.stderr, flush=True)
+    print(f"mainline-dht: error: {terminal_safe(text, None)}", file=sys.stderr, flush=True)
 
 
 def _expected(exc: BaseException) -> BaseException | None:

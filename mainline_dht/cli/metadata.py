@@ -20,6 +20,7 @@ from ..runtime.state_file import _write_atomically
 from ..wire.contact import Address
 from ..wire.target import TargetError, parse_target_hashes
 from ._common import (
+    terminal_safe,
     EXIT_NOT_FOUND,
     EXIT_OK,
     PROGRESS_INTERVAL,
@@ -131,11 +132,11 @@ async def cmd_metadata(args: argparse.Namespace) -> int:
               "dropped": dropped, "saved": str(args.save) if info is not None and args.save else None})
     else:
         if info is not None:
-            print(f"name: {info.name}")
+            print(f"name: {terminal_safe(info.name)}")
             print(f"size: {format_size(info.length)} ({info.length} bytes) in {plural(len(info.files), 'file')}, "
                   f"pieces of {format_size(info.piece_length)}")
             for f in info.files:
-                print(f"{f.length:>15}  {'/'.join(f.path)}")
+                print(f"{f.length:>15}  {terminal_safe('/'.join(f.path))}")
             line = f"metadata from {format_address(info.source) if info.source else '?'} in {format_seconds(elapsed)}"
         else:
             line = f"no peer gave the metadata in {format_seconds(elapsed)}"

@@ -19,6 +19,7 @@ from ._common import (
     describe_address,
     emit,
     format_address,
+    terminal_safe,
     format_seconds,
     add_bind_option,
     open_cli_node,
@@ -53,7 +54,7 @@ async def cmd_ping(args: argparse.Namespace) -> int:
             raise CLIError(f"no answer from {shown} within {args.timeout:g} s "
                            "(is a DHT node listening there, and is UDP let through?)") from None
         except KRPCError as exc:
-            raise CLIError(f"{shown} answered with KRPC error {exc.code}: {exc.message}") from None
+            raise CLIError(f"{shown} answered with KRPC error {exc.code}: {terminal_safe(exc.message)}") from None
         except LocalProtocolError as exc:  # e.g. an IPv6 address, and only an IPv4 --bind
             raise CLIError(str(exc)) from None
         rtt = trio.current_time() - start
@@ -64,7 +65,7 @@ async def cmd_ping(args: argparse.Namespace) -> int:
               "version": resp.version.hex() if resp.version else None, "client": client,
               "rtt": round(rtt, 6), "ip": seen})
     else:
-        line = f"{shown}: id {resp.sender_id.hex()}, version {version}, rtt {format_seconds(rtt)}"
+        line = f"{shown}: id {resp.sender_id.hex()}, version {terminal_safe(version)}, rtt {format_seconds(rtt)}"
         if seen is not None:
             line += f", sees us as {seen}"
         print(line, flush=True)

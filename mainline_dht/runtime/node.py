@@ -1010,7 +1010,7 @@ async def open_node(
     """
     rng = rng or random.SystemRandom()
     path = Path(state_path) if state_path is not None else None
-    saved = load_saved_state(path)
+    saved = load_saved_state(path, wall_clock=wall_clock)
     own_transports = transport is None
     if transport is None:
         transports = await _open_transports(bind, port)

@@ -21,6 +21,14 @@ program ignores the keys it does not know, so it reads a newer file's IPv4 half.
 Compact node info is the BEP 5 / BEP 32 layout: node ID, then the IP address and
 port in network byte order.
 
+Durability: every save goes to a temporary file in the same directory, is
+fsynced, renamed over the old file and the directory fsynced, so a ``kill -9``
+or a power cut at any moment leaves the old file or the new one, whole. A file
+that fails to load is never overwritten: :func:`load_saved_state` moves it
+aside to ``<name>.corrupt-<UTC timestamp>`` and says so (so a ``--state``
+pointed at some other file keeps that file, under the new name). Within a
+valid file, bad node entries are skipped and the good ones kept.
+
 This module does file I/O (and imports ``os``); the pure layers never import it.
 It is called by the trio layer, blocking briefly (a few kilobytes).
 """
@@ -52,6 +60,7 @@ __all__ = [
     "save_table",
     "load_contacts",
     "load_node_state",
+    "move_aside",
     "load_saved_state",
     "save_node_state",
     "load_state",
@@ -228,59 +237,108 @@ def _read(p: Path) -> SavedState:
         raise StateFileError(f"{p} has no valid 20-byte IPv6 node ID")
     contacts: dict[int, list[Contact]] = {4: [], 6: []}
     in_order: list[Contact] = []
+    bad: list[str] = []
+    total = 0
     for key in (b"nodes", b"nodes6"):
         nodes = doc.get(key, [])
         if not isinstance(nodes, list):
             raise StateFileError(f"{p}: {key.decode()!r} is not a list")
+        total += len(nodes)
         for i, item in enumerate(nodes):
+            # A bad entry (a flipped bit, a hand edit) costs that entry, not the file.
             if not isinstance(item, bytes):
-                raise StateFileError(f"{p}: node {i} is not a byte string")
+                bad.append(f"{key.decode()} {i} is not a byte string")
+                continue
             try:
                 contact = unpack_contact(item)
             except ValueError as exc:
-                raise StateFileError(f"{p}: node {i}: {exc}") from None
+                bad.append(f"{key.decode()} {i}: {exc}")
+                continue
             if contact.addr[1] != 0:
                 contacts[family_of(contact.addr[0])].append(contact)
                 in_order.append(contact)
+    if bad:
+        log.warning("%s: skipped %d bad node entries of %d, kept the rest (first: %s)", p, len(bad), total, bad[0])
     return SavedState({4: bytes(own_id), 6: bytes(id6)}, contacts, in_order)
 
 
-def load_node_state(path: Path | None) -> tuple[bytes | None, list[Contact]]:
+def load_node_state(
+    path: Path | None, *, wall_clock: Callable[[], float] = time.time
+) -> tuple[bytes | None, list[Contact]]:
     """What a starting node takes from its state file (every runtime uses this).
+
+    A file that is not a routing-table file is moved aside, as
+    :func:`load_saved_state` does.
 
     Returns:
         ``(node_id, contacts)``; ``(None, [])`` when there is no path, no file,
-        or the file is not a routing-table file (logged as a warning: the node
-        starts afresh).
+        or the file is not a routing-table file.
 
     Raises:
         OSError: the file exists but cannot be read.
+        StateFileError: the file is bad and cannot be moved aside.
     """
-    if path is None or not path.exists():
-        return None, []
-    try:
-        return load_contacts(path)
-    except StateFileError as exc:
-        log.warning("ignoring the state file: %s; starting afresh", exc)
-        return None, []
+    state = load_saved_state(path, wall_clock=wall_clock)
+    return state.ids.get(4), state.in_order
 
 
-def load_saved_state(path: Path | None) -> SavedState:
-    """What a starting dual-stack node takes from its state file: each family's ID and contacts.
+def load_saved_state(path: Path | None, *, wall_clock: Callable[[], float] = time.time) -> SavedState:
+    """What a starting node takes from its state file: each family's ID and contacts.
+
+    A file that fails to load is moved aside to ``<name>.corrupt-<timestamp>``
+    (UTC, from ``wall_clock``) and reported as a warning; the node starts
+    afresh and later saves a new file under the old name. The bad file is never
+    overwritten.
 
     Returns:
         The saved state; empty when there is no path, no file, or the file is
-        not a routing-table file (logged as a warning: the node starts afresh).
+        not a routing-table file.
 
     Raises:
         OSError: the file exists but cannot be read.
+        StateFileError: the file is bad and cannot be moved aside (the node must
+            not start and overwrite it).
     """
     if path is not None and path.exists():
         try:
             return load_state(path)
         except StateFileError as exc:
-            log.warning("ignoring the state file: %s; starting afresh", exc)
+            try:
+                aside = move_aside(path, wall_clock=wall_clock)
+            except OSError as move_exc:
+                raise StateFileError(
+                    f"{exc}; cannot move it aside ({move_exc.strerror or move_exc}) and will not overwrite "
+                    "it: pass another --state path, or --no-state"
+                ) from None
+            log.warning("%s; moved it aside to %s and starting afresh", exc, aside)
     return SavedState({}, {4: [], 6: []}, [])
+
+
+def move_aside(path: Path, *, wall_clock: Callable[[], float] = time.time) -> Path:
+    """Rename ``path`` to ``<name>.corrupt-<UTC timestamp>``, never over an existing file.
+
+    Returns:
+        The new path.
+
+    Raises:
+        OSError: the rename failed (``path`` is unchanged).
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(wall_clock()))
+    for n in range(1000):
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            os.link(path, aside)  # fails if the name is taken: never replaces a file
+        except FileExistsError:
+            continue
+        except OSError:
+            # No hard links on this file system: rename, having checked the name is free.
+            if aside.exists():
+                continue
+            os.rename(path, aside)
+            return aside
+        os.unlink(path)
+        return aside
+    raise FileExistsError(f"no free name to move {path} aside to")
 
 
 def save_node_state(proto: NodeProtocol, path: Path | None, *, wall_clock: Callable[[], float] = time.time) -> None:
