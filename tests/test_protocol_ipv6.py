@@ -175,7 +175,7 @@ def test_external_address_votes_count_only_the_core_family() -> None:
         core6.receive_datagram(encode_message(reply), responder, 0.1)
     assert core6.address_votes.current is None and not core6.reported_addresses
     for i in range(12):
-        responder = (f"fd00::b:{i}", 1)
+        responder = (f"fd00:{i:x}::b", 1)  # one /64 each: a /64 casts one vote
         key = core6.send_query(FindNode(INFO), responder, 0.0)
         reply = ResponseMessage(key[0], bytes([i + 1]) * 20, ip=("2001:db8::7", 6881))
         core6.receive_datagram(encode_message(reply), responder, 0.1)

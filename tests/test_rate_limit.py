@@ -76,19 +76,22 @@ def test_a_clock_that_steps_back_refills_nothing() -> None:
 def test_the_global_budget_serves_table_contacts_then_known_then_new_sources() -> None:
     table = {"10.1.0.1"}
     policy = InboundPolicy(reply_rate=100, reply_burst=100, trusted=table.__contains__)
-    # A known source: served once before the pressure starts.
+    # A known source: first served long enough before the pressure starts.
     assert policy.admit("10.2.0.1", 0.0)
+    assert policy.admit("10.2.0.2", 20.0)  # too recent to count as known
+    t = 20.0
     # A flood of first-time (spoofed) sources takes only the half they may spend.
-    new = sum(policy.admit(f"10.9.{i // 250}.{i % 250}", 0.0) for i in range(5_000))
+    new = sum(policy.admit(f"10.9.{i // 250}.{i % 250}", t) for i in range(5_000))
     assert new == 49
     assert policy.budget_refused == 5_000 - 49
+    assert not policy.admit("10.2.0.2", t)
     # The known source still gets the next quarter, and no more.
-    assert spend(policy, "10.2.0.1", 0.0, 100) == 25
+    assert spend(policy, "10.2.0.1", t, 100) == 25
     # The table contact gets what remains.
-    assert spend(policy, "10.1.0.1", 0.0, 100) == 25
-    assert policy.reply_tokens(0.0) < 1
+    assert spend(policy, "10.1.0.1", t, 100) == 25
+    assert policy.reply_tokens(t) < 1
     # One second later the budget is whole again: at most 100 a second in all.
-    assert policy.reply_tokens(1.0) == 100
+    assert policy.reply_tokens(t + 1.0) == 100
 
 
 def test_a_spoofed_flood_cannot_crowd_out_a_table_contact() -> None:

@@ -97,6 +97,7 @@ from .node_id import is_id_valid_for_ip, node_id_for_ip
 from .peer_store import DEFAULT_MAX_INFOHASHES_PER_IP, DEFAULT_MAX_VALUES_PER_REPLY, PeerStore, max_values_for
 from .rate_limit import (
     DEFAULT_BAN_SECONDS,
+    DEFAULT_KNOWN_AFTER,
     DEFAULT_KNOWN_SOURCE_RESERVE,
     DEFAULT_MAX_TRACKED,
     DEFAULT_NEW_SOURCE_RESERVE,
@@ -224,6 +225,9 @@ class NodeConfig:
     known_source_reserve: float = DEFAULT_KNOWN_SOURCE_RESERVE
     """Share of the global budget that only routing-table contacts may spend
     (sources served before may not): table contacts are served first."""
+    known_source_after: float = DEFAULT_KNOWN_AFTER
+    """Seconds after it was first served that a source within its budget counts
+    as known (served before first-time sources under pressure)."""
     item_ttl: float = items.DEFAULT_ITEM_TTL
     """BEP 44: seconds a stored item lives unless put again."""
     max_items: int = items.DEFAULT_MAX_ITEMS
@@ -402,12 +406,13 @@ class NodeProtocol:
                 reply_burst=config.reply_burst,
                 new_reserve=config.new_source_reserve,
                 known_reserve=config.known_source_reserve,
+                known_after=config.known_source_after,
                 trusted=self._ip_in_table,
                 now=now,
             )
         )
-        # Addresses we have queries pending to -> how many: their datagrams skip
-        # the inbound policy, so replies to our queries always get through.
+        # Addresses we have queries pending to -> how many: their replies get
+        # through the inbound policy (see receive_datagram).
         self._pending_addrs: dict[Address, int] = {}
         # Whether the datagram being handled was already charged to the inbound policy.
         self._admitted = False
@@ -565,6 +570,20 @@ class NodeProtocol:
                 del self._pending_addrs[addr]
         return pending
 
+    def _carries_our_tid(self, data: bytes, addr: Address) -> bool:
+        """Whether ``data`` holds ``t`` = one of our pending transaction IDs to ``addr``.
+
+        Our tids are 2 bytes, so a reply carries ``1:t2:`` and the tid; a match
+        elsewhere in the bytes only costs the sender a decode.
+        """
+        pending = self._pending
+        i = data.find(b"1:t2:")
+        while i >= 0:
+            if (data[i + 5 : i + 7], addr) in pending:
+                return True
+            i = data.find(b"1:t2:", i + 1)
+        return False
+
     def _ip_in_table(self, ip: str) -> bool:
         return self.table.has_ip(ip)
 
@@ -715,16 +734,17 @@ class NodeProtocol:
 
         The inbound policy (:mod:`~mainline_dht.core.rate_limit`) looks at the
         source IP first: a datagram over budget is dropped before it is decoded.
-        Datagrams from an address we have queries pending to skip it (so replies
-        to our queries always get through); a query among them is charged when
-        it is answered.
+        Replies to our own queries always get through: a refused datagram from an
+        address we have queries pending to is still read when it carries one of
+        their transaction IDs (a byte search, not a decode); anything else in it
+        is refused again when it would be answered.
         """
         self.stats.datagrams_received += 1
         limiter = self.query_limiter
-        if limiter is None or addr in self._pending_addrs:
-            self._admitted = limiter is None
-        elif limiter.admit(addr[0], now):
+        if limiter is None or limiter.admit(addr[0], now):
             self._admitted = True
+        elif addr in self._pending_addrs and self._carries_our_tid(data, addr):
+            self._admitted = False
         else:
             self.stats.queries_rate_limited += 1
             return
@@ -1028,11 +1048,12 @@ class NodeProtocol:
     def _within_budget(self, addr: Address, now: float) -> bool:
         """Whether a query from ``addr`` may be answered; counts a refusal.
 
-        Most datagrams were admitted by the inbound policy before decoding; those
-        that skipped it (their source has a query of ours pending) are charged here.
+        Datagrams are admitted by the inbound policy before decoding; one that was
+        read only because it carried one of our transaction IDs is answered
+        nothing.
         """
         limiter = self.query_limiter
-        if self._admitted or limiter is None or limiter.admit(addr[0], now):
+        if self._admitted or limiter is None:
             return True
         self.stats.queries_rate_limited += 1
         return False

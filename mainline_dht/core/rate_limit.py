@@ -16,9 +16,10 @@ datagram is decoded, so a flood costs one dictionary lookup per datagram:
   the node useless as a reflector whatever the number of (spoofed) sources.
   Under pressure the sources are served in order of trust: those in our
   routing table first (they answered our queries from that address, which a
-  spoofer cannot do), then sources served before that stay within their budget
-  (their bucket at least half full: a flooder's drains within a second), and
-  first-time sources and sources near their limit last. First-time sources may not spend the last
+  spoofer cannot do), then sources with a history: first served at least
+  ``known_after`` seconds ago and within their budget since (their bucket at
+  least half full: a flooder's drains within seconds), and first-time sources
+  and sources near their limit last. First-time sources may not spend the last
   ``new_reserve`` share of the global bucket, known sources not the last
   ``known_reserve``; table contacts may spend it all.
 
@@ -49,6 +50,7 @@ __all__ = [
     "DEFAULT_REPLY_RATE",
     "DEFAULT_REPLY_BURST",
     "DEFAULT_NEW_SOURCE_RESERVE",
+    "DEFAULT_KNOWN_AFTER",
     "DEFAULT_KNOWN_SOURCE_RESERVE",
     "InboundPolicy",
     "QueryRateLimiter",
@@ -64,12 +66,18 @@ DEFAULT_QUERY_BURST: Final = 150.0
 DEFAULT_BAN_SECONDS: Final = 300.0
 #: Source IPs remembered at once (about 250 bytes each: ~4 MB).
 DEFAULT_MAX_TRACKED: Final = 16384
-#: Replies a second the node sends in all, to strangers. A public node sees tens
-#: to a few hundred queries a second; 2,000 replies of ~300 bytes are ~600 kB/s,
-#: the most a spoofed flood can make us reflect.
-DEFAULT_REPLY_RATE: Final = 2000.0
-#: Replies the global budget allows in a row (one second's worth).
-DEFAULT_REPLY_BURST: Final = 2000.0
+#: Datagrams a second the node reads (and so at most answers) from strangers in
+#: all. A public node sees tens to a few hundred queries a second; 500 replies of
+#: ~300 bytes are ~150 kB/s, the most a spoofed flood can make us reflect
+#: (libtorrent caps all its DHT replies at 8 kB/s, ``dht_upload_rate_limit``).
+#: It also bounds the CPU a flood from ever-new sources costs: a refused datagram
+#: is never decoded (tools/hostile.py: a spoofed flood then costs about what a
+#: flood from a few banned sources does).
+DEFAULT_REPLY_RATE: Final = 500.0
+#: Datagrams the global budget allows in a row (two seconds' worth).
+DEFAULT_REPLY_BURST: Final = 1000.0
+#: Seconds since a source was first served before it counts as known.
+DEFAULT_KNOWN_AFTER: Final = 10.0
 #: Share of the global budget first-time sources may not spend.
 DEFAULT_NEW_SOURCE_RESERVE: Final = 0.5
 #: Share of the global budget sources we served before may not spend (only
@@ -80,7 +88,10 @@ DEFAULT_KNOWN_SOURCE_RESERVE: Final = 0.25
 _TOKENS: Final = 0
 _SEEN: Final = 1
 _BANNED_UNTIL: Final = 2
-_SERVED: Final = 3
+_FIRST_SERVED: Final = 3
+
+
+_INF: Final = float("inf")
 
 
 def _never(ip: str) -> bool:
@@ -99,6 +110,8 @@ class InboundPolicy:
         reply_burst: the global bucket's size.
         new_reserve: share of the global bucket first-time sources may not spend.
         known_reserve: share of it that only trusted sources may spend.
+        known_after: seconds after its first admission a source within its
+            budget counts as known.
         trusted: whether an IP is established beyond doubt (in our routing table).
 
     Raises:
@@ -115,6 +128,7 @@ class InboundPolicy:
         "_new_floor",
         "_known_floor",
         "_half_burst",
+        "known_after",
         "_trusted",
         "_sources",
         "_global",
@@ -135,6 +149,7 @@ class InboundPolicy:
         reply_burst: float = DEFAULT_REPLY_BURST,
         new_reserve: float = DEFAULT_NEW_SOURCE_RESERVE,
         known_reserve: float = DEFAULT_KNOWN_SOURCE_RESERVE,
+        known_after: float = DEFAULT_KNOWN_AFTER,
         trusted: Callable[[str], bool] | None = None,
         now: float = 0.0,
     ) -> None:
@@ -154,8 +169,9 @@ class InboundPolicy:
         self._new_floor = new_reserve * self.reply_burst
         self._known_floor = known_reserve * self.reply_burst
         self._half_burst = self.burst / 2
+        self.known_after = float(known_after)
         self._trusted = trusted or _never
-        # ip -> [tokens, last seen, banned until, served before]; least recently seen first.
+        # ip -> [tokens, last seen, banned until, first admitted (inf: never)]; least recently seen first.
         self._sources: OrderedDict[str, list[float]] = OrderedDict()
         self._global = self.reply_burst
         self._global_at = now
@@ -182,7 +198,7 @@ class InboundPolicy:
         if entry is None:
             if len(sources) >= self.max_tracked:
                 sources.popitem(last=False)
-            entry = sources[ip] = [self.burst, now, 0.0, 0.0]
+            entry = sources[ip] = [self.burst, now, 0.0, _INF]
             tokens = self.burst
         else:
             sources.move_to_end(ip)
@@ -197,6 +213,7 @@ class InboundPolicy:
         if tokens < 1.0:
             entry[_TOKENS] = self.burst  # the state it comes back to when the ban ends
             entry[_BANNED_UNTIL] = now + self.ban_seconds
+            entry[_FIRST_SERVED] = _INF  # its history is gone
             self.bans += 1
             self.limited += 1
             return False
@@ -213,7 +230,7 @@ class InboundPolicy:
                     floor = 0.0
                 elif self._trusted(ip):
                     floor = 0.0
-                elif entry[_SERVED] and tokens >= self._half_burst:
+                elif now - entry[_FIRST_SERVED] >= self.known_after and tokens >= self._half_burst:
                     floor = self._known_floor
                 else:
                     floor = self._new_floor
@@ -222,7 +239,8 @@ class InboundPolicy:
                     self.budget_refused += 1
                     return False
             self._global = g
-        entry[_SERVED] = 1.0
+        if entry[_FIRST_SERVED] == _INF:
+            entry[_FIRST_SERVED] = now
         return True
 
     def tokens(self, ip: str, now: float) -> float:
