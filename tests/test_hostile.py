@@ -24,7 +24,7 @@ import trio.testing
 from helpers import ask, make_core, raw_query
 from mainline_dht import cli
 from mainline_dht.cli._common import terminal_safe
-from mainline_dht.errors import StateFileError
+from mainline_dht.errors import DecodeError, StateFileError
 from mainline_dht.runtime import state_file
 from mainline_dht.runtime.state_file import load_contacts, move_aside
 from mainline_dht.core import protocol as protocol_module
@@ -81,7 +81,7 @@ def test_replies_to_our_queries_get_through_a_ban_and_a_spent_budget() -> None:
     for i in range(100):
         ask(core, raw_query(b"ping", {}), (f"10.77.0.{i}", 6881), 0.0)
     limiter = core.query_limiter
-    assert limiter is not None and limiter.banned(FLOODER[0], 0.0) and limiter.reply_tokens(0.0) < 5
+    assert limiter is not None and limiter.banned(FLOODER[0], 0.0) and limiter.reply_tokens(0.0) <= 5
     key = core.send_query(Ping(), FLOODER, 0.0)
     core.datagrams_to_send()
     core.receive_datagram(_response(key[0], b"\x05" * 20), FLOODER, 0.1)
@@ -121,14 +121,16 @@ def test_a_spoofed_flood_is_not_reflected_and_table_contacts_are_served_first() 
 def test_a_heavy_honest_source_is_answered_beside_a_flood() -> None:
     core = make_core("s")
     answered = sent = 0
-    for ms in range(10_000):  # 10 s
+    for ms in range(25_000):  # 15 s alone, then 10 s beside a flood
         now = ms / 1000
-        for j in range(3):  # 3,000 a second from 30 flooding sources
-            ask(core, raw_query(b"ping", {}), (f"10.88.0.{(ms * 3 + j) % 30}", 6881), now)
+        if ms >= 15_000:
+            for j in range(3):  # 3,000 a second from 30 flooding sources
+                ask(core, raw_query(b"ping", {}), (f"10.88.0.{(ms * 3 + j) % 30}", 6881), now)
         if ms % 50 == 0:  # 20 a second from one (NAT) address, never in our table
             sent += 1
             answered += len(ask(core, raw_query(b"get_peers", {b"info_hash": INFO_HASH}), ("10.9.9.9", 7000), now))
-    assert answered == sent == 200
+    assert answered == sent == 500
+    assert core.stats.queries_rate_limited > 25_000
 
 
 def test_the_limits_are_named_config_fields() -> None:
@@ -404,3 +406,46 @@ def test_ping_escapes_the_remote_error_text(capsys: pytest.CaptureFixture[str]) 
     assert code == cli.EXIT_ERROR
     assert "\x1b" not in err + out and "\r" not in err + out and "\x07" not in err + out
     assert "\\x1b]0;owned\\x07\\x1b[2Jgone\\x0d" in err
+
+
+# --- the decoder under a flood ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"l" * 30_000 + b"e" * 30_000, b"d1:a" * 5_000 + b"i1e" + b"e" * 5_000, b"d1:al" + b"l" * 40 + b"e" * 42],
+)
+def test_deep_nesting_is_refused_before_it_is_built(data: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mainline_dht.wire import bencode as bencode_module
+
+    built = []
+    monkeypatch.setattr(bencode_module, "_bdecode", lambda d: built.append(d))
+    with pytest.raises(DecodeError, match="deeper"):
+        bencode_module.decode_untrusted(data)
+    assert built == []
+    # Big integers and strings full of b"e" are not nesting.
+    monkeypatch.undo()
+    deep_ok = bencode.encode([[[b"e" * 100, 10**200]] * 10])
+    assert bencode_module.decode_untrusted(deep_ok) == [[[b"e" * 100, 10**200]] * 10]
+
+
+def test_a_source_we_query_cannot_flood_past_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Making us query it (a verification ping) does not exempt a flooder."""
+    decoded = 0
+    real = protocol_module.decode_untrusted
+
+    def counting(data: bytes) -> object:
+        nonlocal decoded
+        decoded += 1
+        return real(data)
+
+    monkeypatch.setattr(protocol_module, "decode_untrusted", counting)
+    core = make_core("s")
+    key = core.send_query(Ping(), FLOODER, 0.0)
+    core.datagrams_to_send()
+    answered = sum(len(ask(core, raw_query(b"ping", {}), FLOODER, i / 10_000)) for i in range(5_000))
+    burst = int(core.config.query_burst_per_ip)
+    assert answered == decoded == burst
+    # Our reply still gets through the ban, found by its transaction ID alone.
+    core.receive_datagram(_response(key[0], b"\x05" * 20), FLOODER, 0.6)
+    assert decoded == burst + 1 and core.stats.responses_received == 1

@@ -198,6 +198,9 @@ async def test_a_corrupt_state_file_means_a_fresh_start(tmp_path: Path, caplog: 
             fresh_id = a.node_id
         saved_id, _ = load_contacts(state)
         assert saved_id == fresh_id
+        # The bad file was moved aside, not overwritten.
+        [aside] = tmp_path.glob("routing-table.dat.corrupt-*")
+        assert aside.read_bytes() == b"\x00\xffgarbage\x13" * 10
 
 
 async def test_a_state_file_of_another_kind_is_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -310,7 +310,7 @@ def load_saved_state(path: Path | None, *, wall_clock: Callable[[], float] = tim
                     f"{exc}; cannot move it aside ({move_exc.strerror or move_exc}) and will not overwrite "
                     "it: pass another --state path, or --no-state"
                 ) from None
-            log.warning("%s; moved it aside to %s and starting afresh", exc, aside)
+            log.warning("ignoring the state file: %s; moved it aside to %s, starting afresh", exc, aside)
     return SavedState({}, {4: [], 6: []}, [])
 
 
