@@ -109,6 +109,8 @@ def test_a_spoofed_flood_cannot_crowd_out_a_table_contact() -> None:
             sent += 1
             honest += policy.admit("10.1.0.1", now)
     assert honest == sent == 200
+    # Refused first-time sources were not remembered: they push no one out of the map.
+    assert len(policy) <= spoofed + 1 < 20_000
     # The node handled no more than its global budget from the spoofed sources.
     assert spoofed <= policy.reply_burst + 10 * policy.reply_rate  # type: ignore[operator]
 

@@ -196,6 +196,14 @@ class InboundPolicy:
         sources = self._sources
         entry = sources.get(ip)
         if entry is None:
+            if self.reply_rate is not None:
+                g = self._refill(now)
+                if g - 1.0 < self._new_floor and not self._trusted(ip):
+                    # Under pressure a first-time source is refused without being
+                    # remembered: a flood of ever-new (spoofed) sources cannot push
+                    # the sources with a history out of the map.
+                    self.budget_refused += 1
+                    return False
             if len(sources) >= self.max_tracked:
                 sources.popitem(last=False)
             entry = sources[ip] = [self.burst, now, 0.0, _INF]
@@ -219,12 +227,7 @@ class InboundPolicy:
             return False
         entry[_TOKENS] = tokens - 1.0
         if self.reply_rate is not None:
-            g = self._global
-            elapsed = now - self._global_at
-            if elapsed > 0:
-                g = min(self.reply_burst, g + elapsed * self.reply_rate)
-                self._global_at = now
-            g -= 1.0
+            g = self._refill(now) - 1.0
             if g < self._new_floor:  # under pressure: serve by trust
                 if g < 0.0:
                     floor = 0.0
@@ -242,6 +245,14 @@ class InboundPolicy:
         if entry[_FIRST_SERVED] == _INF:
             entry[_FIRST_SERVED] = now
         return True
+
+    def _refill(self, now: float) -> float:
+        """Bring the global bucket up to ``now``; return its tokens."""
+        elapsed = now - self._global_at
+        if elapsed > 0:
+            self._global = min(self.reply_burst, self._global + elapsed * self.reply_rate)  # type: ignore[operator]
+            self._global_at = now
+        return self._global
 
     def tokens(self, ip: str, now: float) -> float:
         """The datagrams ``ip`` may send at ``now`` before it is refused (no token is spent)."""
