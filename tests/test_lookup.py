@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -897,3 +898,52 @@ def test_early_finish_with_slow_nodes_trades_closeness_for_time(net: FakeNetwork
     # The fast half of the true closest nodes is still found.
     fast_closest = [x for x in true_closest if x.addr not in slow]
     assert set(fast_closest) <= set(got)
+
+
+# --- per-contact soft timeouts and known-fast candidates first -------------------------
+
+
+def test_each_query_gets_its_own_soft_timeout() -> None:
+    timeouts = {1: 0.2, 2: 0.9}
+    lookup = Lookup(
+        ZERO,
+        [c(1), c(2), c(3)],
+        now=0.0,
+        alpha=2,
+        k=3,
+        soft_timeout=0.5,
+        soft_timeout_for=lambda contact: timeouts.get(ids([contact])[0], math.nan),
+    )
+    assert ids(lookup.next_queries(0.0)) == [1, 2]
+    assert lookup.next_deadline() == pytest.approx(0.2)
+    # At 0.2 the query to 1 stops holding its slot; 3 (not a number: the fixed 0.5 s) is asked.
+    assert ids(lookup.next_queries(0.2)) == [3]
+    assert lookup.next_deadline() == pytest.approx(0.7)
+    assert lookup.stats.soft_timeouts == 1
+
+
+def test_known_fast_candidates_are_asked_first_within_a_distance_tier() -> None:
+    # Distances 8-15 share one bit length; 16 is a farther tier.
+    rtts = {13: 0.05, 11: 0.2, 16: 0.01}
+    seeds = [c(n) for n in (8, 9, 10, 11, 12, 13, 16)]
+    lookup = Lookup(ZERO, seeds, now=0.0, alpha=3, k=8, expected_rtt=lambda x: rtts.get(ids([x])[0], math.inf))
+    # 13 (fastest) and 11 jump ahead of the unknown 8; 16 never jumps its tier.
+    assert ids(lookup.next_queries(0.0)) == [13, 11, 8]
+    for n in (13, 11, 8):
+        lookup.on_response(c(n), 0.05)
+    assert ids(lookup.next_queries(0.05)) == [9, 10, 12]
+
+
+def test_without_rtt_hints_the_order_is_distance_only() -> None:
+    seeds = [c(n) for n in (8, 9, 10, 11, 12, 13)]
+    lookup = Lookup(ZERO, seeds, now=0.0, alpha=3, k=8)
+    assert ids(lookup.next_queries(0.0)) == [8, 9, 10]
+
+
+def test_candidates_asked_ahead_still_count_once_towards_the_window() -> None:
+    rtts = {12: 0.01, 13: 0.02}
+    seeds = [c(n) for n in (8, 9, 10, 11, 12, 13)]
+    lookup = Lookup(ZERO, seeds, now=0.0, alpha=6, k=3, expected_rtt=lambda x: rtts.get(ids([x])[0], math.inf))
+    # The window holds k = 3 candidates: the two fast ones and the closest unknown.
+    assert ids(lookup.next_queries(0.0)) == [12, 13, 8]
+    assert lookup.in_flight == 3

@@ -349,11 +349,15 @@ class NodeBehaviour:
         on_done: _Done | None = None,
         options: dict[str, Any] | None = None,
     ) -> _LookupRun:
-        """A lookup of ``target`` seeded from the table, and from the routers while it is thin."""
+        """A lookup of ``target`` seeded from the table and the contacts that recently
+        answered, and from the routers while those are too few; otherwise the routers
+        are held in reserve, asked only if too few seeds answer."""
         proto = self._proto
         k = proto.config.k
-        seeds = proto.table.closest(target, 2 * k)
+        seeds = proto.lookup_seeds(target, 2 * k, now)
         routers = self._routers if len(seeds) < k else []
+        if not routers and self._routers:
+            options = {"reserve_routers": list(self._routers), **(options or {})}
         return self._make_run(target, query, seeds, routers, now, touch=touch, public=public, on_done=on_done, options=options)
 
     def _make_run(
@@ -378,7 +382,15 @@ class NodeBehaviour:
             "diversity_local": cfg.lookup_diversity_local,
             "enforce_bep42": cfg.enforce_bep42,
         }
+        # Round trips measured so far set each query's soft timeout (unless the
+        # caller fixed one), and rank candidates at similar distance.
+        if proto.config.adaptive_timeouts:
+            opts["soft_timeout_for"] = proto.soft_timeout_for
+        if proto.recent is not None:
+            opts["expected_rtt"] = proto.expected_rtt
         if options:
+            if "soft_timeout" in options:
+                opts.pop("soft_timeout_for", None)
             opts.update(options)
         lookup = Lookup(target, seeds, now=now, own_id=proto.node_id, k=proto.config.k, routers=routers, **opts)
         run = _LookupRun(

@@ -31,7 +31,8 @@ import enum
 import functools
 import ipaddress
 import logging
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -112,6 +113,10 @@ DEFAULT_MAX_PEERS_PER_REPLY: Final = 100
 #: replies can make a lookup (and its consumer's channel) hold; a swarm's nodes
 #: store at most 500 peers each (libtorrent's ``dht_max_peers``).
 DEFAULT_MAX_LOOKUP_PEERS: Final = 5000
+#: How far past the next candidate in distance order the lookup looks for a
+#: candidate at similar distance (the same distance bit length: sharing as many
+#: leading bits with the target) that is known to answer sooner.
+RANK_LOOKAHEAD: Final = 16
 
 #: The node ID under which a bootstrap router (whose ID we do not know) is handed to the
 #: driver by :meth:`Lookup.next_queries`. Pass the same :class:`Contact` back.
@@ -173,9 +178,9 @@ class _State(enum.Enum):
 class _Candidate:
     """One contact's progress in this lookup; hashed by identity."""
 
-    __slots__ = ("contact", "dist", "invalid", "prefix", "raw", "state", "token")
+    __slots__ = ("contact", "dist", "invalid", "prefix", "rank", "raw", "state", "token")
 
-    def __init__(self, contact: Contact, dist: int, prefix: bytes | None = None, *, raw: int | None = None, invalid: bool = False) -> None:
+    def __init__(self, contact: Contact, dist: int, prefix: bytes | None = None, *, raw: int | None = None, invalid: bool = False, rank: float = math.inf) -> None:
         self.contact = contact
         # The sort key: the XOR distance to the target, ranked further back for
         # candidates that look less honest (Lookup._key); ``raw`` is the distance itself.
@@ -185,6 +190,7 @@ class _Candidate:
         self.invalid = invalid  # BEP 42: the ID is not valid for the (public) address
         self.state = _State.UNQUERIED
         self.token: bytes | None = None
+        self.rank = rank  # expected seconds to an answer; inf: unknown
 
 
 @functools.lru_cache(maxsize=65536)
@@ -230,6 +236,15 @@ class Lookup:
     have answered or are *active* (in flight and younger than the soft timeout). So a
     candidate past the soft timeout no longer counts: the lookup hedges by asking the
     next one, as libtorrent's traversal does, yet a late answer is still used.
+
+    Among candidates at similar distance (the same bit length of their distance to
+    the target, i.e. as many leading bits shared with it), those known to answer
+    soonest are asked first: with ``expected_rtt``, the walk may take, instead of the
+    next candidate, one up to :data:`RANK_LOOKAHEAD` places further in the same tier
+    whose expected round trip is shorter (contacts not known to answer rank last).
+
+    Each query's soft timeout is ``soft_timeout_for(contact)`` when that is given
+    (the driver derives it from measured round trips), else ``soft_timeout``.
 
     Hostile input is bounded: contacts with our own ID, with a bad ID or port, or with
     an ID or address already in the lookup are ignored (the first ID seen for an
@@ -282,6 +297,8 @@ class Lookup:
         enforce_bep42: bool = False,
         max_peers_per_reply: int = DEFAULT_MAX_PEERS_PER_REPLY,
         max_peers: int = DEFAULT_MAX_LOOKUP_PEERS,
+        soft_timeout_for: Callable[[Contact], float] | None = None,
+        expected_rtt: Callable[[Contact], float] | None = None,
     ) -> None:
         """Start a lookup; nothing is sent until :meth:`next_queries`.
 
@@ -310,6 +327,12 @@ class Lookup:
                 every valid one (default: behind valid ones at similar distance).
             max_peers_per_reply: peers taken from one reply's ``values``.
             max_peers: distinct peers the lookup collects in all.
+            soft_timeout_for: the soft timeout (seconds) of a query to a given
+                contact, e.g. from its measured round trips; a result that is not
+                a positive number falls back to ``soft_timeout``.
+            expected_rtt: how soon a contact is expected to answer (seconds;
+                ``inf`` if unknown), to ask known-fast candidates first among
+                those at similar distance (``None``: distance order only).
 
         Raises:
             LocalProtocolError: if ``target`` or ``own_id`` is not 20 bytes, or a
@@ -350,6 +373,8 @@ class Lookup:
         self._crowded: set[bytes] = set()
         # The XOR distances of all candidates: one candidate per ID.
         self._raws: set[int] = set()
+        self._soft_timeout_for = soft_timeout_for
+        self._expected_rtt = expected_rtt
 
         # Every candidate, keyed and sorted by distance (distance <-> ID is a bijection
         # for a fixed target, so the distance doubles as the ID key).
@@ -489,20 +514,29 @@ class Lookup:
                 budget -= 1
 
         counted = 0  # candidates passed that answered or are active
+        ahead: set[_Candidate] = set()  # sent before their turn, counted already
+        dists = self._dists
         i = 0
-        while i < len(self._dists) and budget > 0 and counted < self._k:
-            cand = self._by_dist[self._dists[i]]
-            i += 1
+        while i < len(dists) and budget > 0 and counted < self._k:
+            cand = self._by_dist[dists[i]]
+            if cand in ahead:
+                i += 1
+                continue
             state = cand.state
             if state is _State.RESPONDED or cand in self._active:
                 counted += 1
             elif state is _State.UNQUERIED:
                 if self._query_limit_reached():
                     break
-                self._send(cand, now)
-                out.append(cand.contact)
+                pick = self._sooner_in_tier(i) if self._expected_rtt is not None else cand
+                self._send(pick, now)
+                out.append(pick.contact)
                 budget -= 1
                 counted += 1
+                if pick is not cand:
+                    ahead.add(pick)
+                    continue  # ``cand`` is still next in line
+            i += 1
         return out
 
     def on_response(
@@ -668,11 +702,37 @@ class Lookup:
     def _query_limit_reached(self) -> bool:
         return self._max_queries is not None and self._stats.queries >= self._max_queries
 
+    def _sooner_in_tier(self, i: int) -> _Candidate:
+        """The unqueried candidate to ask instead of the one at ``self._dists[i]``:
+        the one known to answer soonest among the next :data:`RANK_LOOKAHEAD` in
+        the same distance tier, or that one itself."""
+        dists = self._dists
+        first = self._by_dist[dists[i]]
+        best = first
+        tier = first.dist.bit_length()
+        end = min(len(dists), i + RANK_LOOKAHEAD)
+        for j in range(i + 1, end):
+            d = dists[j]
+            if d.bit_length() != tier:
+                break
+            cand = self._by_dist[d]
+            if cand.state is _State.UNQUERIED and cand.rank < best.rank:
+                best = cand
+        return best
+
+    def _soft_deadline(self, cand: _Candidate, now: float) -> float:
+        timeout = self._soft_timeout
+        if self._soft_timeout_for is not None:
+            chosen = self._soft_timeout_for(cand.contact)
+            if chosen > 0 and math.isfinite(chosen):
+                timeout = chosen
+        return now + timeout
+
     def _send(self, cand: _Candidate, now: float) -> None:
         if cand.dist >= 0:
             del self._unqueried[bisect.bisect_left(self._unqueried, cand.dist)]
         cand.state = _State.IN_FLIGHT
-        self._active[cand] = now + self._soft_timeout
+        self._active[cand] = self._soft_deadline(cand, now)
         self._in_flight += 1
         self._stats.queries += 1
 
@@ -817,6 +877,8 @@ class Lookup:
                     continue
                 self._remove(self._by_dist[self._unqueried[-1]])
             dist = cand.dist
+            if self._expected_rtt is not None:
+                cand.rank = self._expected_rtt(cand.contact)
             self._by_dist[dist] = cand
             self._raws.add(raw)
             bisect.insort(self._dists, dist)

@@ -94,6 +94,7 @@ from ..wire.krpc import (
     query_fields_untrusted,
 )
 from .node_id import is_id_valid_for_ip, node_id_for_ip
+from .contact_cache import DEFAULT_CACHE_CAPACITY, RecentContacts
 from .peer_store import DEFAULT_MAX_INFOHASHES_PER_IP, DEFAULT_MAX_VALUES_PER_REPLY, PeerStore, max_values_for
 from .rate_limit import (
     DEFAULT_BAN_SECONDS,
@@ -108,6 +109,7 @@ from .rate_limit import (
     InboundPolicy,
 )
 from .routing_table import Outcome, RoutingTable
+from .rtt import RttEstimator
 from .tokens import TokenManager
 
 __all__ = ["NodeConfig", "NodeProtocol", "ProtocolStats", "CLIENT_VERSION"]
@@ -255,6 +257,14 @@ class NodeConfig:
     one. Off (the default), BEP 42 is a preference: a valid ID takes an invalid
     one's place in a full bucket, and lookups rank invalid IDs behind valid ones at
     similar distance (as if twice as far). Local addresses are exempt."""
+    adaptive_timeouts: bool = True
+    """Derive each lookup query's soft timeout from measured round trips (the
+    contact's own, else the node's; see :mod:`mainline_dht.core.rtt`). ``False``:
+    every query gets the lookup's fixed ``soft_timeout``."""
+    recent_contacts: int = DEFAULT_CACHE_CAPACITY
+    """Contacts that recently answered us kept outside the routing table, to seed
+    lookups and rank candidates (see :mod:`mainline_dht.core.contact_cache`);
+    0 turns the cache off."""
 
 
 @dataclass(slots=True)
@@ -369,6 +379,12 @@ class NodeProtocol:
         #: Bootstrap routers' addresses: never put in the routing table, however
         #: they reach us (as repliers, queriers, or in someone's ``nodes``).
         self.router_addresses: set[Address] = set()
+        #: Round-trip estimate of the whole node: timeouts for unmeasured contacts.
+        self.rtt = RttEstimator()
+        #: Contacts that recently answered us, with their RTT (``None``: turned off).
+        self.recent: RecentContacts | None = (
+            RecentContacts(capacity=config.recent_contacts) if config.recent_contacts > 0 else None
+        )
         self._pending: dict[TransactionKey, _Pending] = {}
         self._deadlines: list[tuple[float, int, TransactionKey]] = []
         self._seq = 0
@@ -472,6 +488,8 @@ class NodeProtocol:
             self._forget_pending(key)
             self.stats.timeouts += 1
             if pending.node_id is not None and pending.learn:
+                if self.recent is not None:
+                    self.recent.failed(Contact(pending.node_id, key[1]))
                 for contact in self.table.failed(Contact(pending.node_id, key[1]), now):
                     self._ping(contact, now)
             if pending.internal:
@@ -784,8 +802,13 @@ class NodeProtocol:
             external = self.address_votes.vote(addr[0], msg.ip[0])
             if external is not None:
                 self._external_address_changed(external, now)
+        rtt = now - pending.sent_at
+        self.rtt.observe(rtt)
         if pending.learn and msg.sender_id != self.node_id:
-            self._learn(Contact(msg.sender_id, addr), now, responded=True, rtt=now - pending.sent_at)
+            responder = Contact(msg.sender_id, addr)
+            if self.recent is not None and addr not in self.router_addresses:
+                self.recent.answered(responder, now, rtt)
+            self._learn(responder, now, responded=True, rtt=rtt)
             # Nodes a reply tells us about are unverified: ping those that would fit.
             table = self.table
             for contact in msg.nodes6 if self._v6 else msg.nodes:
@@ -796,7 +819,7 @@ class NodeProtocol:
         elif pending.owner is not None:
             pending.owner.query_answered(key, msg, now)
         else:
-            self._events.append(ResponseReceived(key, pending.query, msg, now - pending.sent_at))
+            self._events.append(ResponseReceived(key, pending.query, msg, rtt))
 
     def _handle_error(self, msg: ErrorMessage, addr: Address, now: float) -> None:
         key = (msg.tid, addr)
@@ -895,6 +918,34 @@ class NodeProtocol:
         self._pinging.add(addr)
         self.stats.verification_pings += 1
         self._send_query(_PING, addr, now, contact.id, None, True, internal=True)
+
+    # --- lookup hints (round trips and recent answers) -----------------------------
+
+    def lookup_seeds(self, target: bytes, count: int, now: float) -> list[Contact]:
+        """Contacts to start a lookup of ``target`` from: the routing table's
+        ``count`` closest and the ``count`` closest that recently answered us.
+
+        The lookup sorts them by distance; the cached ones, spread over the whole
+        ID space, are usually the closer ones far from our own ID.
+        """
+        seeds = self.table.closest(target, count)
+        if self.recent is not None:
+            seeds += self.recent.closest(target, count, now)
+        return seeds
+
+    def soft_timeout_for(self, contact: Contact) -> float:
+        """Seconds after which a lookup query to ``contact`` should stop holding a
+        slot: its own RTT estimate if we have one, else the node's
+        (:class:`~mainline_dht.core.rtt.RttEstimator`)."""
+        return self.rtt.timeout(None if self.recent is None else self.recent.rtt_of(contact))
+
+    def expected_rtt(self, contact: Contact) -> float:
+        """How soon ``contact`` should answer (its smoothed RTT, seconds), or
+        ``inf`` if it has not answered us recently: lookups ask, among candidates
+        at similar distance, the ones known to answer first."""
+        if self.recent is None:
+            return math.inf
+        return self.recent.expected_rtt(contact)
 
     def ping_contact(self, contact: Contact, now: float) -> None:
         """Ping a routing-table contact to check it is alive (rate-limited; no event)."""

@@ -99,6 +99,20 @@ class Scenario:
     diversity_local: bool = True
     """``NodeConfig.lookup_diversity_local``: apply the lookup's /24 rule to the sim's
     private addresses, which stand for public ones (``False``: the rule is off here)."""
+    adaptive_timeouts: bool | None = None
+    """``NodeConfig.adaptive_timeouts`` (``None``: the default). A ``soft_timeout``
+    given above fixes the soft timeout whatever this says."""
+    recent_contacts: int | None = None
+    """``NodeConfig.recent_contacts``, the size of the cache of contacts that answered
+    (``None``: the default; 0: no cache)."""
+    clients: int | None = None
+    """How many live nodes run the measured lookups (``None``: any live node, each
+    lookup from a random one). With a few clients, each runs many lookups, as a
+    long-running node of a torrent client does."""
+    warmup_lookups: int = 0
+    """``get_peers`` lookups of random, never-announced infohashes each client runs
+    before the measured ones (only with ``clients``): what a node that has been up
+    for a while has behind it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +369,10 @@ async def run_scenario(scenario: Scenario) -> ScenarioResult:
     config_options: dict[str, object] = {"lookup_diversity_local": scenario.diversity_local}
     if scenario.query_timeout is not None:
         config_options["lookup_query_timeout"] = scenario.query_timeout
+    if scenario.adaptive_timeouts is not None:
+        config_options["adaptive_timeouts"] = scenario.adaptive_timeouts
+    if scenario.recent_contacts is not None:
+        config_options["recent_contacts"] = scenario.recent_contacts
     config = NodeConfig(**config_options)  # type: ignore[arg-type]
     rng = random.Random(f"{scenario.seed}:scenario")
     async with open_sim_network(
@@ -389,6 +407,19 @@ async def run_scenario(scenario: Scenario) -> ScenarioResult:
                     nursery.start_soon(announce, node, h, port)
         outcomes: list[LookupOutcome] = []
         limiter = trio.CapacityLimiter(scenario.concurrent_lookups)
+        clients = nodes if scenario.clients is None else rng.sample(nodes, min(scenario.clients, len(nodes)))
+        if scenario.clients is not None and scenario.warmup_lookups > 0:
+
+            async def warm_up(node: DHTNode, info_hash: bytes) -> None:
+                async with limiter:
+                    async with node.get_peers(info_hash, **lookup_options) as stream:
+                        async for _ in stream:
+                            pass
+
+            async with trio.open_nursery() as nursery:
+                for node in clients:
+                    for _ in range(scenario.warmup_lookups):
+                        nursery.start_soon(warm_up, node, rng.randbytes(20))
 
         async def lookup(node: DHTNode, info_hash: bytes) -> None:
             async with limiter:
@@ -417,7 +448,7 @@ async def run_scenario(scenario: Scenario) -> ScenarioResult:
 
         async with trio.open_nursery() as nursery:
             for _ in range(scenario.lookups):
-                nursery.start_soon(lookup, rng.choice(nodes), rng.choice(hashes))
+                nursery.start_soon(lookup, rng.choice(clients), rng.choice(hashes))
         return ScenarioResult(
             scenario,
             outcomes,
