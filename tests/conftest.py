@@ -44,3 +44,13 @@ def postgres() -> Iterator[PostgresServer]:
     """
     with postgres_server() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def _private_user_data_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the user data directory (XDG_DATA_HOME) at a fresh temporary one for each test.
+
+    ``mainline-dht peers`` keeps a contact cache there: a test must neither read the
+    cache an earlier test (or the user) left, nor write into the user's home.
+    """
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))

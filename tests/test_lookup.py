@@ -947,3 +947,38 @@ def test_candidates_asked_ahead_still_count_once_towards_the_window() -> None:
     # The window holds k = 3 candidates: the two fast ones and the closest unknown.
     assert ids(lookup.next_queries(0.0)) == [12, 13, 8]
     assert lookup.in_flight == 3
+
+
+def test_reserve_routers_wait_while_the_seeds_answer() -> None:
+    router = ("10.9.9.9", 6881)
+    lookup = Lookup(ZERO, [c(n) for n in range(1, 9)], now=0.0, alpha=8, k=2, reserve_routers=[router])
+    assert ids(lookup.next_queries(0.0)) == [1, 2]  # the window: k = 2
+    lookup.on_response(c(1), 0.1)
+    lookup.on_response(c(2), 0.1)
+    assert lookup.done and not lookup.reserve_used
+    assert lookup.stats.queries == 2
+
+
+def test_reserve_routers_are_asked_when_too_few_seeds_answer() -> None:
+    router = ("10.9.9.9", 6881)
+    lookup = Lookup(ZERO, [c(1), c(2)], now=0.0, alpha=8, k=2, soft_timeout=0.5, reserve_routers=[router])
+    assert ids(lookup.next_queries(0.0)) == [1, 2]
+    lookup.on_response(c(1), 0.1)
+    # 2 is silent: once it passes the soft timeout nothing is active, one answer is too few.
+    assert lookup.next_queries(0.3) == []
+    assert lookup.next_queries(0.5) == [Contact(UNKNOWN_ID, router)]
+    assert lookup.reserve_used
+    lookup.on_response(Contact(UNKNOWN_ID, router), 0.6, nodes=[c(3)])
+    assert ids(lookup.next_queries(0.6)) == [3]
+
+
+def test_reserve_routers_keep_a_lookup_whose_seeds_all_failed_open() -> None:
+    router = ("10.9.9.9", 6881)
+    lookup = Lookup(ZERO, [c(1)], now=0.0, k=2, reserve_routers=[router])
+    lookup.next_queries(0.0)
+    lookup.on_failure(c(1), 3.0)
+    assert not lookup.done
+    assert lookup.next_queries(3.0) == [Contact(UNKNOWN_ID, router)]
+    # Without seeds at all, the reserve is asked at once, as routers are.
+    empty = Lookup(ZERO, [], now=0.0, reserve_routers=[router])
+    assert not empty.done and empty.next_queries(0.0) == [Contact(UNKNOWN_ID, router)]

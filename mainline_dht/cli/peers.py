@@ -10,14 +10,17 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import trio
 
 from ..core.lookup import LookupStats
 from ..core.scrape import ScrapeEstimate
+from ..errors import StateFileError
+from ..runtime.contact_file import default_contact_file, load_cached_contacts, restore_contacts, save_cached_contacts
 from ..runtime.node import DEFAULT_BOOTSTRAP, DHTNode, collapse_single_errors
-from ..wire.contact import Address
+from ..wire.contact import Address, Contact
 from ..wire.target import TargetError, parse_target
 from ._common import (
     EXIT_INTERRUPTED,
@@ -213,7 +216,15 @@ async def cmd_peers(args: argparse.Namespace) -> int:
     tried = ", ".join(describe_address(g, r) for g, r in resolved)
     log.debug("bootstrap nodes: %s", tried)
     status = Status(sys.stderr, enabled=sys.stderr.isatty() and not args.json)
+    cache_path: Path | None = None if args.no_cache else (args.cache_file or default_contact_file())
+    cached = _load_cache(cache_path)
+    via = f"{plural(len(cached), 'cached contact')}, then {tried}" if cached else tried
     async with open_cli_node(args.bind, bootstrap=[r for _, r in resolved], config=TRANSIENT) as node:
+        started = trio.current_time()
+        recent = node.proto.recent
+        if cached and recent is not None:
+            # Lookups start from these; the routers are asked only if too few answer.
+            restore_contacts(recent, cached, as_of=started - 1.0)
         result = await lookup_and_print(
             node,
             info_hash,
@@ -222,12 +233,31 @@ async def cmd_peers(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             announce=args.announce is not None or args.announce_implied,
             announce_port=args.announce,
-            tried=tried,
-            header=f"looking up peers for {info_hash.hex()} via {tried}",
+            tried=via,
+            header=f"looking up peers for {info_hash.hex()} via {via}",
             scrape=args.scrape,
             seed=args.seed,
         )
+        if cache_path is not None and recent is not None:
+            try:
+                saved = save_cached_contacts(recent, cache_path, since=started, now=trio.current_time())
+                log.debug("saved %s to %s", plural(saved, "contact"), cache_path)
+            except OSError as exc:
+                log.warning("cannot save the contact cache %s: %s", cache_path, exc)
     return result.code
+
+
+def _load_cache(path: Path | None) -> list[tuple[Contact, float | None]]:
+    """The contacts saved by the last run, or none (a bad file is reported, then ignored)."""
+    if path is None or not path.exists():
+        return []
+    try:
+        cached = load_cached_contacts(path)
+    except (OSError, StateFileError) as exc:
+        log.warning("ignoring the contact cache: %s", exc)
+        return []
+    log.debug("%s cached in %s", plural(len(cached), "contact"), path)
+    return cached
 
 
 def register(sub: Any, parents: Parents) -> None:
@@ -259,4 +289,9 @@ def register(sub: Any, parents: Parents) -> None:
     p.add_argument("--json", action="store_true",
                    help='print JSON lines: {"event": "peer", ...} per peer, then {"event": "done", ...} '
                    '(with "seeds" and "downloaders" under --scrape)')
+    p.add_argument("--cache-file", metavar="FILE", type=Path, default=None,
+                   help="where to keep the contacts that answered, to start the next run from them "
+                   "(default: contacts.dat in the user data directory, e.g. ~/.local/share/mainline-dht)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the contact cache: start from the bootstrap routers")
     p.set_defaults(run=cmd_peers)

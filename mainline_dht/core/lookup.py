@@ -276,6 +276,14 @@ class Lookup:
     are asked first, their ``nodes`` are merged, but they never count as candidates
     and never appear in :meth:`closest_responders` (PROTOCOL: routers do not belong in
     routing tables).
+
+    Routers passed as ``reserve_routers`` are held back while the seeds do the work:
+    they join the routers (and are asked) only when the lookup would otherwise stall
+    or end with fewer than ``k`` answers, that is when no query is active (every one
+    answered, failed or is past its soft timeout) and nothing is left to ask, or
+    nothing at all is in flight, while fewer than ``k`` contacts answered. A node
+    starting from contacts it saved or cached thus asks a router only when too few
+    of them answer.
     """
 
     def __init__(
@@ -299,6 +307,7 @@ class Lookup:
         max_peers: int = DEFAULT_MAX_LOOKUP_PEERS,
         soft_timeout_for: Callable[[Contact], float] | None = None,
         expected_rtt: Callable[[Contact], float] | None = None,
+        reserve_routers: Iterable[Address] = (),
     ) -> None:
         """Start a lookup; nothing is sent until :meth:`next_queries`.
 
@@ -333,6 +342,8 @@ class Lookup:
             expected_rtt: how soon a contact is expected to answer (seconds;
                 ``inf`` if unknown), to ask known-fast candidates first among
                 those at similar distance (``None``: distance order only).
+            reserve_routers: routers asked only if the seeds fail us (see the
+                class docstring).
 
         Raises:
             LocalProtocolError: if ``target`` or ``own_id`` is not 20 bytes, or a
@@ -375,6 +386,7 @@ class Lookup:
         self._raws: set[int] = set()
         self._soft_timeout_for = soft_timeout_for
         self._expected_rtt = expected_rtt
+        self._reserve: list[Address] = []
 
         # Every candidate, keyed and sorted by distance (distance <-> ID is a bijection
         # for a fixed target, so the distance doubles as the ID key).
@@ -403,6 +415,10 @@ class Lookup:
         for addr in routers:
             if _valid_addr(addr) and addr not in self._routers:
                 self._routers[addr] = _Candidate(Contact(UNKNOWN_ID, addr), -1)
+                self._claimed_addrs.add(addr)
+        for addr in reserve_routers:
+            if _valid_addr(addr) and addr not in self._routers and addr not in self._reserve:
+                self._reserve.append(addr)
                 self._claimed_addrs.add(addr)
         self._add_nodes(seeds)
         self._check_done(now)
@@ -478,6 +494,11 @@ class Lookup:
         return len(self._active)
 
     @property
+    def reserve_used(self) -> bool:
+        """Whether the reserve routers were released (see the class docstring)."""
+        return bool(self._reserve) and all(a in self._routers for a in self._reserve)
+
+    @property
     def candidate_count(self) -> int:
         """Candidates currently kept, in every state (routers not included)."""
         return len(self._dists)
@@ -537,6 +558,8 @@ class Lookup:
                     ahead.add(pick)
                     continue  # ``cand`` is still next in line
             i += 1
+        if not out and not self._active and self._release_reserve():
+            return self.next_queries(now)
         return out
 
     def on_response(
@@ -698,6 +721,19 @@ class Lookup:
         return out
 
     # -- internals -------------------------------------------------------------
+
+    def _release_reserve(self) -> bool:
+        """Turn the reserve routers into routers if the seeds failed us; return whether."""
+        if not self._reserve or self._stats.replies >= self._k or self._query_limit_reached():
+            return False
+        released = False
+        for addr in self._reserve:
+            if addr not in self._routers:
+                self._routers[addr] = _Candidate(Contact(UNKNOWN_ID, addr), -1)
+                released = True
+        if released:
+            logger.debug("lookup %s: %d seeds answered, asking the routers", self._target.hex(), self._stats.replies)
+        return released
 
     def _query_limit_reached(self) -> bool:
         return self._max_queries is not None and self._stats.queries >= self._max_queries
@@ -918,7 +954,8 @@ class Lookup:
                 and all(r.state is not _State.UNQUERIED for r in self._routers.values())
             )
         ):
-            self._finish(now)
+            if not self._release_reserve():
+                self._finish(now)
             return
         answered = 0
         early = self._early_finish
