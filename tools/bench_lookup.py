@@ -33,15 +33,27 @@ run's wall time and peak memory. Sections:
    ``mainline_dht/testing/_adversaries.py``), and the attack with the lookup's /24
    rule turned off. Success and time to first peer count only *announced* peers
    (poisoners' junk arrives first); queries per lookup as elsewhere.
+8. compare: today's lookup (a fixed 0.5 s soft timeout, no cache of recently answering
+   contacts) next to the new defaults (soft timeouts from measured round trips, lookups
+   seeded from and ranked by that cache), in the same run: the nominal network at every
+   ``--nodes`` size, the slow network and the harsh network on five seeds at
+   ``--sweep-nodes``. Each pair runs twice: *cold* (lookups from random nodes whose
+   tables were just filled: nothing measured, nothing cached) and *warm* (20 client
+   nodes run every lookup, each after 20 lookups of random infohashes, as a node that
+   has been up a while); the harsh network runs warm only;
+9. ablation: on the nominal and the harsh network, warm, what the adaptive timeout and
+   the cache each contribute alone.
 
-Targets (from the issue): success >= 99.5 %, median time to first peer <= 4 median RTTs,
-<= 50 queries per lookup.
+Targets (issue 16): on 10,000 nodes, nominal network, time to first peer median <= 2.0
+and p95 <= 3.5 median RTTs; harsh network success >= 99.5 % on every seed and p95 <= 6
+RTTs; queries per lookup at most 10 % above today's; on 100,000 nodes median <= 2.5 RTTs.
 
 Usage (from the repository root)::
 
     PYTHONPATH=. python tools/bench_lookup.py            # everything (~17 min on 2 cores, 5.7 GB)
     PYTHONPATH=. python tools/bench_lookup.py --quick    # 1,000 nodes, 100 lookups (~1 min)
     PYTHONPATH=. python tools/bench_lookup.py --nodes 10000 --sections scale
+    PYTHONPATH=. python tools/bench_lookup.py --nodes 10000,100000 --sections compare,ablation
 """
 
 from __future__ import annotations
@@ -61,6 +73,7 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mainline_dht.core.contact_cache import DEFAULT_CACHE_CAPACITY  # noqa: E402
 from mainline_dht.core.lookup import DEFAULT_ALPHA, DEFAULT_EARLY_FINISH, DEFAULT_SOFT_TIMEOUT  # noqa: E402
 from mainline_dht.runtime.node import DEFAULT_MAX_LOOKUP_QUERIES  # noqa: E402
 from mainline_dht.core.protocol import DEFAULT_LOOKUP_QUERY_TIMEOUT  # noqa: E402
@@ -71,10 +84,33 @@ BYTES_PER_NODE = 56_000
 #: Wall seconds per simulated node for one run on the reference machine (2 cores).
 SECONDS_PER_NODE = 0.0013
 
-SECTIONS = ("scale", "alpha", "soft", "hard", "tail", "slow", "grid", "harsh", "adversarial")
+SECTIONS = ("scale", "alpha", "soft", "hard", "tail", "slow", "grid", "harsh", "adversarial", "compare", "ablation")
+
+#: The lookup as it was before round trips were measured: a fixed soft timeout, no
+#: cache of recently answering contacts (so nothing to seed from or rank by).
+TODAY: dict[str, object] = {
+    "soft_timeout": DEFAULT_SOFT_TIMEOUT,
+    "adaptive_timeouts": False,
+    "recent_contacts": 0,
+}
+#: The new defaults, spelled out so that runs dedupe.
+NEW: dict[str, object] = {"soft_timeout": None, "adaptive_timeouts": True, "recent_contacts": DEFAULT_CACHE_CAPACITY}
+#: One ingredient at a time (ablation).
+RTT_ONLY: dict[str, object] = {"soft_timeout": None, "adaptive_timeouts": True, "recent_contacts": 0}
+CACHE_ONLY: dict[str, object] = {
+    "soft_timeout": DEFAULT_SOFT_TIMEOUT,
+    "adaptive_timeouts": False,
+    "recent_contacts": DEFAULT_CACHE_CAPACITY,
+}
+#: Client nodes that run the lookups of a warm run, and the lookups of random
+#: infohashes each runs first (what fills a long-running node's cache).
+WARM_CLIENTS = 20
+WARMUP_LOOKUPS = 20
+WARM: dict[str, object] = {"clients": WARM_CLIENTS, "warmup_lookups": WARMUP_LOOKUPS}
+COLD: dict[str, object] = {"clients": None, "warmup_lookups": 0}
 
 HEADER = (
-    f"{'nodes':>7} {'rtt':>4} {'alpha':>5} {'soft':>5} {'hard':>5} {'early':>5} {'sigma':>5} | "
+    f"{'setup':<12} {'nodes':>7} {'rtt':>4} {'alpha':>5} {'soft':>5} {'hard':>5} {'early':>5} {'sigma':>5} | "
     f"{'ok %':>6} | {'1st med':>13} {'1st p95':>13} | {'done med':>13} {'done p95':>13} | "
     f"{'q med':>5} {'q p95':>5} {'q max':>5} | {'acks':>4} | {'wall s':>6} {'RSS GB':>6}"
 )
@@ -114,7 +150,9 @@ class Bench:
             infohashes=max(20, self.lookups // 10),
             lookups=self.lookups,
             alpha=DEFAULT_ALPHA,
-            soft_timeout=DEFAULT_SOFT_TIMEOUT,
+            soft_timeout=None,
+            adaptive_timeouts=True,
+            recent_contacts=DEFAULT_CACHE_CAPACITY,
             query_timeout=DEFAULT_LOOKUP_QUERY_TIMEOUT,
             early_finish=DEFAULT_EARLY_FINISH,
             max_queries=DEFAULT_MAX_LOOKUP_QUERIES,
@@ -122,7 +160,7 @@ class Bench:
         )
         return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
-    def run(self, scenario: Scenario) -> tuple[ScenarioResult, float]:
+    def run(self, scenario: Scenario, label: str = "") -> tuple[ScenarioResult, float]:
         cached = self.results.get(scenario)
         if cached is None:
             gc.collect()
@@ -130,11 +168,11 @@ class Bench:
             result = trio.run(run_scenario, scenario, clock=trio.testing.MockClock(autojump_threshold=0))
             cached = (result, time.perf_counter() - start)
             self.results[scenario] = cached
-        self.print_row(scenario, *cached)
+        self.print_row(scenario, *cached, label=label)
         return cached
 
     @staticmethod
-    def print_row(sc: Scenario, result: ScenarioResult, wall: float) -> None:
+    def print_row(sc: Scenario, result: ScenarioResult, wall: float, label: str = "") -> None:
         s = result.summary()
         acks = sorted(result.announce_acks)
         acks_med = acks[len(acks) // 2] if acks else 0
@@ -142,8 +180,9 @@ class Bench:
         def t(key: str) -> str:
             return f"{s[key]:6.2f}s {s[key + '_rtts']:4.1f}R"
 
+        soft = "rtt" if sc.soft_timeout is None else sc.soft_timeout
         print(
-            f"{sc.nodes:>7} {sc.median_rtt:>4} {sc.alpha:>5} {sc.soft_timeout:>5} {sc.query_timeout:>5} "
+            f"{label:<12} {sc.nodes:>7} {sc.median_rtt:>4} {sc.alpha:>5} {soft:>5} {sc.query_timeout:>5} "
             f"{'on' if sc.early_finish else 'off':>5} {sc.sigma:>5} | "
             f"{100 * s['success']:6.1f} | {t('first_peer_median')} {t('first_peer_p95')} | "
             f"{t('done_median')} {t('done_p95')} | "
@@ -168,6 +207,55 @@ def _fits(nodes: int) -> str | None:
             f"({BYTES_PER_NODE // 1000} KB per node), only {avail / 1e9:.1f} GB available"
         )
     return None
+
+
+NOMINAL: dict[str, object] = {}
+SLOW: dict[str, object] = {"median_rtt": 0.3, "sigma": 1.0}
+HARSH: dict[str, object] = {"dead_fraction": 0.4, "loss": 0.15}
+
+
+def _pair(bench: Bench, nodes: int, net: dict[str, object], warmth: dict[str, object], tag: str) -> tuple[ScenarioResult, ScenarioResult]:
+    today, _ = bench.run(bench.scenario(nodes, **net, **warmth, **TODAY), f"today {tag}")
+    new, _ = bench.run(bench.scenario(nodes, **net, **warmth, **NEW), f"new {tag}")
+    return today, new
+
+
+def compare(bench: Bench, nodes: Sequence[int], sweep_nodes: int, seeds: range) -> None:
+    """Today's lookup next to the new defaults, cold and warm (see the module docstring)."""
+    print(f"\n## compare: today (fixed soft timeout 0.5 s, no cache) and new (soft timeouts from RTTs, "
+          f"recent-contacts cache); warm = {WARM_CLIENTS} clients after {WARMUP_LOOKUPS} lookups each\n{HEADER}", flush=True)
+    for n in nodes:
+        why = _fits(n)
+        if why is not None:
+            print(f"# {why}", flush=True)
+            continue
+        print(f"# nominal network, {n:,} nodes", flush=True)
+        for tag, warmth in (("cold", COLD), ("warm", WARM)):
+            _pair(bench, n, NOMINAL, warmth, tag)
+    print(f"# slow network (median RTT 0.3 s, sigma 1.0), {sweep_nodes:,} nodes", flush=True)
+    for tag, warmth in (("cold", COLD), ("warm", WARM)):
+        _pair(bench, sweep_nodes, SLOW, warmth, tag)
+    print(f"# harsh network (40% dead, 15% loss), seeds {seeds[0]}-{seeds[-1]}, warm, {sweep_nodes:,} nodes", flush=True)
+    failed: dict[str, list[int]] = {"today": [], "new": []}
+    worst: dict[str, float] = {"today": 1.0, "new": 1.0}
+    for seed in seeds:
+        pair = _pair(bench, sweep_nodes, {**HARSH, "seed": seed}, WARM, "warm")
+        for name, result in zip(("today", "new"), pair):
+            failed[name].append(sum(not o.found for o in result.outcomes))
+            worst[name] = min(worst[name], result.success_rate)
+    for name in ("today", "new"):
+        print(f"# harsh, {name}: {sum(failed[name])} of {len(seeds) * bench.lookups} lookups failed "
+              f"(per seed: {', '.join(map(str, failed[name]))}); worst seed {100 * worst[name]:.1f}% success", flush=True)
+
+
+def ablation(bench: Bench, sweep_nodes: int, seed: int) -> None:
+    """What the adaptive timeout and the cache each contribute, warm."""
+    print(f"\n## ablation: warm, {sweep_nodes:,} nodes; today, +RTT timeouts only, +cache only, both (new)\n{HEADER}",
+          flush=True)
+    for name, net in (("nominal", NOMINAL), ("harsh", {**HARSH, "seed": seed})):
+        print(f"# {name} network", flush=True)
+        for label, setup in (("today", TODAY), ("+rtt", RTT_ONLY), ("+cache", CACHE_ONLY), ("new", NEW)):
+            bench.run(bench.scenario(sweep_nodes, **net, **WARM, **setup), f"{label} warm")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -196,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"# get_peers lookups: 20% dead nodes, 5% loss per datagram, median RTT 0.1 s (log-normal), "
         f"{lookups} lookups per run, seed {args.seed}\n"
-        f"# defaults now: alpha {DEFAULT_ALPHA}, soft timeout {DEFAULT_SOFT_TIMEOUT} s, "
+        f"# defaults now: alpha {DEFAULT_ALPHA}, soft timeout from measured RTTs (rtt; {DEFAULT_SOFT_TIMEOUT} s "
+        f"until measured), recent-contacts cache of {DEFAULT_CACHE_CAPACITY}, "
         f"hard timeout {DEFAULT_LOOKUP_QUERY_TIMEOUT} s, early_finish {DEFAULT_EARLY_FINISH}, "
         f"max queries {DEFAULT_MAX_LOOKUP_QUERIES}\n"
         f"# columns: 1st = time to first peer, done = time to completion (s, and R = median RTTs), "
@@ -303,6 +392,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{acks[len(acks) // 2] if acks else 0:>4} | {wall:6.1f}",
                     flush=True,
                 )
+    if "compare" in sections:
+        compare(bench, nodes, sn, range(args.seed, args.seed + 5))
+    if "ablation" in sections:
+        ablation(bench, sn, args.seed)
     print(f"\n# total wall time {time.perf_counter() - started:.0f} s, {len(bench.results)} runs", flush=True)
     return 0
 
