@@ -35,12 +35,12 @@ run's wall time and peak memory. Sections:
    (poisoners' junk arrives first); queries per lookup as elsewhere.
 8. compare: today's lookup (a fixed 0.5 s soft timeout, no cache of recently answering
    contacts) next to the new defaults (soft timeouts from measured round trips, lookups
-   seeded from and ranked by that cache), in the same run: the nominal network at every
-   ``--nodes`` size, the slow network and the harsh network on five seeds at
-   ``--sweep-nodes``. Each pair runs twice: *cold* (lookups from random nodes whose
-   tables were just filled: nothing measured, nothing cached) and *warm* (20 client
-   nodes run every lookup, each after 20 lookups of random infohashes, as a node that
-   has been up a while); the harsh network runs warm only;
+   seeded from and ranked by that cache), in the same run, on the nominal network at
+   every ``--nodes`` size; compare-slow and compare-harsh do the same on the slow network
+   and on the harsh network (five seeds) at ``--sweep-nodes``. Each pair runs *cold*
+   (lookups from random nodes whose tables were just filled: nothing measured, nothing
+   cached) and *warm* (20 client nodes run every lookup, each after 20 lookups of random
+   infohashes, as a node that has been up a while); ``--warmth`` picks one;
 9. ablation: on the nominal and the harsh network, warm, what the adaptive timeout and
    the cache each contribute alone.
 
@@ -53,7 +53,7 @@ Usage (from the repository root)::
     PYTHONPATH=. python tools/bench_lookup.py            # everything (~17 min on 2 cores, 5.7 GB)
     PYTHONPATH=. python tools/bench_lookup.py --quick    # 1,000 nodes, 100 lookups (~1 min)
     PYTHONPATH=. python tools/bench_lookup.py --nodes 10000 --sections scale
-    PYTHONPATH=. python tools/bench_lookup.py --nodes 10000,100000 --sections compare,ablation
+    PYTHONPATH=. python tools/bench_lookup.py --nodes 10000,100000 --sections compare,compare-slow,compare-harsh,ablation
 """
 
 from __future__ import annotations
@@ -84,7 +84,10 @@ BYTES_PER_NODE = 56_000
 #: Wall seconds per simulated node for one run on the reference machine (2 cores).
 SECONDS_PER_NODE = 0.0013
 
-SECTIONS = ("scale", "alpha", "soft", "hard", "tail", "slow", "grid", "harsh", "adversarial", "compare", "ablation")
+SECTIONS = (
+    "scale", "alpha", "soft", "hard", "tail", "slow", "grid", "harsh", "adversarial",
+    "compare", "compare-slow", "compare-harsh", "ablation",
+)
 
 #: The lookup as it was before round trips were measured: a fixed soft timeout, no
 #: cache of recently answering contacts (so nothing to seed from or rank by).
@@ -108,9 +111,10 @@ WARM_CLIENTS = 20
 WARMUP_LOOKUPS = 20
 WARM: dict[str, object] = {"clients": WARM_CLIENTS, "warmup_lookups": WARMUP_LOOKUPS}
 COLD: dict[str, object] = {"clients": None, "warmup_lookups": 0}
+WARMTHS: dict[str, dict[str, object]] = {"cold": COLD, "warm": WARM}
 
 HEADER = (
-    f"{'setup':<12} {'nodes':>7} {'rtt':>4} {'alpha':>5} {'soft':>5} {'hard':>5} {'early':>5} {'sigma':>5} | "
+    f"{'setup':<14} {'nodes':>7} {'rtt':>4} {'alpha':>5} {'soft':>5} {'hard':>5} {'early':>5} {'sigma':>5} | "
     f"{'ok %':>6} | {'1st med':>13} {'1st p95':>13} | {'done med':>13} {'done p95':>13} | "
     f"{'q med':>5} {'q p95':>5} {'q max':>5} | {'acks':>4} | {'wall s':>6} {'RSS GB':>6}"
 )
@@ -182,7 +186,7 @@ class Bench:
 
         soft = "rtt" if sc.soft_timeout is None else sc.soft_timeout
         print(
-            f"{label:<12} {sc.nodes:>7} {sc.median_rtt:>4} {sc.alpha:>5} {soft:>5} {sc.query_timeout:>5} "
+            f"{label:<14} {sc.nodes:>7} {sc.median_rtt:>4} {sc.alpha:>5} {soft:>5} {sc.query_timeout:>5} "
             f"{'on' if sc.early_finish else 'off':>5} {sc.sigma:>5} | "
             f"{100 * s['success']:6.1f} | {t('first_peer_median')} {t('first_peer_p95')} | "
             f"{t('done_median')} {t('done_p95')} | "
@@ -220,8 +224,8 @@ def _pair(bench: Bench, nodes: int, net: dict[str, object], warmth: dict[str, ob
     return today, new
 
 
-def compare(bench: Bench, nodes: Sequence[int], sweep_nodes: int, seeds: range) -> None:
-    """Today's lookup next to the new defaults, cold and warm (see the module docstring)."""
+def compare(bench: Bench, nodes: Sequence[int], warmths: Sequence[str]) -> None:
+    """Today's lookup next to the new defaults on the nominal network (see the module docstring)."""
     print(f"\n## compare: today (fixed soft timeout 0.5 s, no cache) and new (soft timeouts from RTTs, "
           f"recent-contacts cache); warm = {WARM_CLIENTS} clients after {WARMUP_LOOKUPS} lookups each\n{HEADER}", flush=True)
     for n in nodes:
@@ -230,22 +234,31 @@ def compare(bench: Bench, nodes: Sequence[int], sweep_nodes: int, seeds: range) 
             print(f"# {why}", flush=True)
             continue
         print(f"# nominal network, {n:,} nodes", flush=True)
-        for tag, warmth in (("cold", COLD), ("warm", WARM)):
-            _pair(bench, n, NOMINAL, warmth, tag)
-    print(f"# slow network (median RTT 0.3 s, sigma 1.0), {sweep_nodes:,} nodes", flush=True)
-    for tag, warmth in (("cold", COLD), ("warm", WARM)):
-        _pair(bench, sweep_nodes, SLOW, warmth, tag)
-    print(f"# harsh network (40% dead, 15% loss), seeds {seeds[0]}-{seeds[-1]}, warm, {sweep_nodes:,} nodes", flush=True)
-    failed: dict[str, list[int]] = {"today": [], "new": []}
-    worst: dict[str, float] = {"today": 1.0, "new": 1.0}
-    for seed in seeds:
-        pair = _pair(bench, sweep_nodes, {**HARSH, "seed": seed}, WARM, "warm")
-        for name, result in zip(("today", "new"), pair):
-            failed[name].append(sum(not o.found for o in result.outcomes))
-            worst[name] = min(worst[name], result.success_rate)
-    for name in ("today", "new"):
-        print(f"# harsh, {name}: {sum(failed[name])} of {len(seeds) * bench.lookups} lookups failed "
-              f"(per seed: {', '.join(map(str, failed[name]))}); worst seed {100 * worst[name]:.1f}% success", flush=True)
+        for tag in warmths:
+            _pair(bench, n, NOMINAL, WARMTHS[tag], tag)
+
+
+def compare_slow(bench: Bench, sweep_nodes: int, warmths: Sequence[str]) -> None:
+    print(f"\n## compare: slow network (median RTT 0.3 s, sigma 1.0), {sweep_nodes:,} nodes\n{HEADER}", flush=True)
+    for tag in warmths:
+        _pair(bench, sweep_nodes, SLOW, WARMTHS[tag], tag)
+
+
+def compare_harsh(bench: Bench, sweep_nodes: int, seeds: range, warmths: Sequence[str]) -> None:
+    for tag in warmths:
+        print(f"\n## compare: harsh network (40% dead, 15% loss), seeds {seeds[0]}-{seeds[-1]}, {tag}, "
+              f"{sweep_nodes:,} nodes\n{HEADER}", flush=True)
+        failed: dict[str, list[int]] = {"today": [], "new": []}
+        worst: dict[str, float] = {"today": 1.0, "new": 1.0}
+        for seed in seeds:
+            pair = _pair(bench, sweep_nodes, {**HARSH, "seed": seed}, WARMTHS[tag], f"{tag} s{seed}")
+            for name, result in zip(("today", "new"), pair):
+                failed[name].append(sum(not o.found for o in result.outcomes))
+                worst[name] = min(worst[name], result.success_rate)
+        for name in ("today", "new"):
+            print(f"# harsh {tag}, {name}: {sum(failed[name])} of {len(seeds) * bench.lookups} lookups failed "
+                  f"(per seed: {', '.join(map(str, failed[name]))}); worst seed {100 * worst[name]:.1f}% success",
+                  flush=True)
 
 
 def ablation(bench: Bench, sweep_nodes: int, seed: int) -> None:
@@ -269,7 +282,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small networks and fewer lookups")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--warmth", default="cold,warm",
+                        help="compare sections: cold, warm or both (default cold,warm)")
     args = parser.parse_args(argv)
+    if not set(x.strip() for x in args.warmth.split(",") if x.strip()) <= set(WARMTHS):
+        parser.error("--warmth takes cold, warm or cold,warm")
     logging.basicConfig(level=logging.WARNING)
 
     nodes = [int(x) for x in (args.nodes or ("1000" if args.quick else "1000,10000,100000")).split(",")]
@@ -392,8 +409,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{acks[len(acks) // 2] if acks else 0:>4} | {wall:6.1f}",
                     flush=True,
                 )
+    warmths = [x.strip() for x in args.warmth.split(",") if x.strip()]
     if "compare" in sections:
-        compare(bench, nodes, sn, range(args.seed, args.seed + 5))
+        compare(bench, nodes, warmths)
+    if "compare-slow" in sections:
+        compare_slow(bench, sn, warmths)
+    if "compare-harsh" in sections:
+        compare_harsh(bench, sn, range(args.seed, args.seed + 5), warmths)
     if "ablation" in sections:
         ablation(bench, sn, args.seed)
     print(f"\n# total wall time {time.perf_counter() - started:.0f} s, {len(bench.results)} runs", flush=True)
