@@ -20,7 +20,7 @@ from ..core.scrape import ScrapeEstimate
 from ..errors import StateFileError
 from ..runtime.contact_file import default_contact_file, load_cached_contacts, restore_contacts, save_cached_contacts
 from ..runtime.node import DEFAULT_BOOTSTRAP, DHTNode, collapse_single_errors
-from ..wire.contact import Address, Contact
+from ..wire.contact import Address, Contact, family_of
 from ..wire.target import TargetError, parse_target
 from ._common import (
     EXIT_INTERRUPTED,
@@ -221,10 +221,10 @@ async def cmd_peers(args: argparse.Namespace) -> int:
     via = f"{plural(len(cached), 'cached contact')}, then {tried}" if cached else tried
     async with open_cli_node(args.bind, bootstrap=[r for _, r in resolved], config=TRANSIENT) as node:
         started = trio.current_time()
-        recent = node.proto.recent
-        if cached and recent is not None:
+        caches = {o.family: o.proto.recent for o in node.overlays if o.proto.recent is not None}
+        for family, recent in caches.items():
             # Lookups start from these; the routers are asked only if too few answer.
-            restore_contacts(recent, cached, as_of=started - 1.0)
+            restore_contacts(recent, [c for c in cached if family_of(c[0].addr[0]) == family], as_of=started - 1.0)
         result = await lookup_and_print(
             node,
             info_hash,
@@ -238,9 +238,9 @@ async def cmd_peers(args: argparse.Namespace) -> int:
             scrape=args.scrape,
             seed=args.seed,
         )
-        if cache_path is not None and recent is not None:
+        if cache_path is not None and caches:
             try:
-                saved = save_cached_contacts(recent, cache_path, since=started, now=trio.current_time())
+                saved = save_cached_contacts(caches.values(), cache_path, since=started, now=trio.current_time())
                 log.debug("saved %s to %s", plural(saved, "contact"), cache_path)
             except OSError as exc:
                 log.warning("cannot save the contact cache %s: %s", cache_path, exc)

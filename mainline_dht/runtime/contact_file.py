@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
@@ -60,7 +60,7 @@ def default_contact_file() -> Path:
 
 
 def save_cached_contacts(
-    recent: RecentContacts,
+    caches: RecentContacts | Iterable[RecentContacts],
     path: str | os.PathLike[str],
     *,
     since: float,
@@ -69,11 +69,12 @@ def save_cached_contacts(
 ) -> int:
     """Write the contacts that answered since ``since`` to ``path`` atomically.
 
-    Nothing is written when none answered (offline, say): the file from the
+    The most recent answers are kept, from every cache given (a dual-stack node
+    has one per address family). Nothing is written when none answered (offline, say): the file from the
     last good run is kept.
 
     Args:
-        recent: the node's cache of contacts that answered.
+        caches: the node's cache (or caches) of contacts that answered.
         path: the file.
         since: the start of this run (driver's clock): contacts restored from the
             file but not heard from since are not written back.
@@ -86,8 +87,11 @@ def save_cached_contacts(
     Raises:
         OSError: the file could not be written (the old file, if any, is intact).
     """
+    if isinstance(caches, RecentContacts):
+        caches = [caches]
+    entries = sorted((e for c in caches for e in c.fresh(now)), key=lambda e: e.last_answer, reverse=True)
     nodes: list[list[object]] = []
-    for entry in recent.fresh(now):
+    for entry in entries:
         if entry.last_answer < since or not 0 < entry.contact.addr[1] < 65536:
             continue
         try:
