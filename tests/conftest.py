@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
+
+# The user data directory (XDG_DATA_HOME) of the whole session is a fresh temporary one:
+# ``mainline-dht peers`` keeps a contact cache there, and no test (nor a module-scoped
+# fixture, which runs before the per-test fixture below) may read the user's cache or
+# write into the user's home. Subprocesses inherit it.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="mainline-dht-tests-")
 
 # Test harnesses that need libtorrent live in tools/ (no user install carries them).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
