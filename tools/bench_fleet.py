@@ -18,6 +18,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +89,15 @@ def _run_fleet(url: str, w: int, boot: tuple[str, int], members: int, hashes: se
     from mainline_dht.crawl.postgres_store import PostgresStore
 
     PostgresStore(url).close()  # the schema, before the workers race to make it
+    # Each worker's JSON lines go to a file: a pipe nobody reads while the fleet runs would fill
+    # and stall the worker.
+    outputs = [tempfile.TemporaryFile("w+") for _ in range(w)]
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "mainline_dht", "crawl", "--db", url, "--worker-name", f"w{i}",
              "--bootstrap", f"{boot[0]}:{boot[1]}", "--bind", f"127.1.0.{i + 1}:0", "--rate", str(rate),
              "--duration", str(duration), "--lease-ttl", "6", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env(),
+            stdout=outputs[i], stderr=subprocess.DEVNULL, text=True, env=_env(),
         )
         for i in range(w)
     ]
@@ -109,9 +113,10 @@ def _run_fleet(url: str, w: int, boot: tuple[str, int], members: int, hashes: se
                     p.send_signal(signal.SIGINT)
         elapsed = time.monotonic() - start
         queries = 0
-        for p in procs:
-            out, _ = p.communicate(timeout=60)
-            for line in out.splitlines():
+        for p, output in zip(procs, outputs):
+            p.wait(timeout=60)
+            output.seek(0)
+            for line in output.read().splitlines():
                 event = json.loads(line)
                 if event.get("event") == "done":
                     queries += int(event["queries"])
