@@ -50,9 +50,18 @@ def test_loopback_addresses_refuse_to_leave_127_slash_8() -> None:
 
 def test_missing_libtorrent_gives_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "libtorrent", None)  # makes `import libtorrent` fail
+    monkeypatch.delenv("CI", raising=False)
     assert not libtorrent_available()
     with pytest.raises(RuntimeError, match="pip install libtorrent"):
         start_swarm(2)
+
+
+def test_missing_libtorrent_is_an_error_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI must run the interop tests: there a missing libtorrent fails them instead of skipping them.
+    monkeypatch.setitem(sys.modules, "libtorrent", None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(RuntimeError, match="pip install libtorrent"):
+        libtorrent_available()
 
 
 def test_counters_subtract_field_by_field() -> None:
