@@ -26,7 +26,8 @@ from mainline_dht import cli
 from mainline_dht.cli._common import terminal_safe
 from mainline_dht.errors import DecodeError, StateFileError
 from mainline_dht.runtime import state_file
-from mainline_dht.runtime.state_file import load_contacts, move_aside
+from mainline_dht.runtime.atomic_file import STALE_TEMP_AGE
+from mainline_dht.runtime.state_file import load_contacts, move_aside, save_table
 from mainline_dht.core import protocol as protocol_module
 from mainline_dht.core.events import ResponseReceived
 from mainline_dht.core.external_ip import ExternalAddressVoter
@@ -373,6 +374,16 @@ def test_the_state_file_survives_kill_9_at_any_moment(tmp_path: Path) -> None:
         proc.wait()
         own, contacts = load_contacts(path)  # whole: the old file or the new one
         assert own == b"\x01" * 20 and len(contacts) == saved > 50
+    # Saves killed before their rename left temporary files; once they are old, the next save removes them.
+    for leftover in tmp_path.glob(".table.dat.*.tmp"):
+        st = leftover.stat()
+        os.utime(leftover, (st.st_atime - STALE_TEMP_AGE - 5, st.st_mtime - STALE_TEMP_AGE - 5))
+    own, contacts = load_contacts(path)
+    table = RoutingTable(own, max_per_ip=None)
+    for contact in contacts:
+        table.heard_from(contact, 0.0, responded=True)
+    save_table(table, path)
+    assert os.listdir(tmp_path) == ["table.dat"]
 
 
 # --- terminal safety -------------------------------------------------------------------------

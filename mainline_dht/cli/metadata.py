@@ -16,7 +16,7 @@ import trio
 from ..errors import MetadataNotFound
 from ..metadata import DEFAULT_MAX_METADATA_SIZE, FetchStats, TorrentInfo, encode_torrent_file, fetch_metadata
 from ..runtime.node import DEFAULT_BOOTSTRAP
-from ..runtime.state_file import _write_atomically
+from ..runtime.atomic_file import write_atomically
 from ..wire.contact import Address
 from ..wire.target import TargetError, parse_target_hashes
 from ._common import (
@@ -68,7 +68,7 @@ def save_torrent(info: TorrentInfo, path: Path) -> None:
     nodes: tuple[Address, ...] = info.peers or ((info.source,) if info.source else ())
     data = encode_torrent_file(info.info, nodes=nodes, created_by=f"mainline-dht {__version__}")
     try:
-        _write_atomically(path, data)
+        write_atomically(path, data)
     except OSError as exc:
         raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
 

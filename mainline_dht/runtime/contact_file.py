@@ -31,7 +31,8 @@ from ..core.contact_cache import RecentContacts
 from ..errors import DecodeError, StateFileError
 from ..wire.bencode import decode_trusted, encode_trusted_file
 from ..wire.contact import Contact
-from .state_file import _write_atomically, pack_contact, unpack_contact
+from .atomic_file import write_atomically
+from .state_file import pack_contact, unpack_contact
 
 __all__ = [
     "CONTACT_FILE_VERSION",
@@ -106,7 +107,7 @@ def save_cached_contacts(
         log.debug("no contact answered; leaving %s as it was", path)
         return 0
     data = encode_trusted_file({b"version": CONTACT_FILE_VERSION, b"saved": int(wall_clock()), b"nodes": nodes})
-    _write_atomically(Path(path), data)
+    write_atomically(Path(path), data)
     log.debug("saved %d contacts to %s", len(nodes), path)
     return len(nodes)
 

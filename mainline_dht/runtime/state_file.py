@@ -21,9 +21,10 @@ program ignores the keys it does not know, so it reads a newer file's IPv4 half.
 Compact node info is the BEP 5 / BEP 32 layout: node ID, then the IP address and
 port in network byte order.
 
-Durability: every save goes to a temporary file in the same directory, is
-fsynced, renamed over the old file and the directory fsynced, so a ``kill -9``
-or a power cut at any moment leaves the old file or the new one, whole. A file
+Durability: every save goes through :func:`.atomic_file.write_atomically` (a
+temporary file in the same directory, fsynced, renamed over the old file), so a
+``kill -9`` or a power cut at any moment leaves the old file or the new one,
+whole, and a killed save's temporary file is removed by a later save. A file
 that fails to load is never overwritten: :func:`load_saved_state` moves it
 aside to ``<name>.corrupt-<UTC timestamp>`` and says so (so a ``--state``
 pointed at some other file keeps that file, under the new name). Within a
@@ -35,11 +36,9 @@ It is called by the trio layer, blocking briefly (a few kilobytes).
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +49,7 @@ from ..wire.contact import ID_LENGTH, Contact, family_of
 from ..errors import DecodeError, StateFileError
 from ..core.protocol import NodeProtocol
 from ..core.routing_table import RoutingTable
+from .atomic_file import write_atomically
 
 __all__ = [
     "FORMAT_VERSION",
@@ -177,7 +177,7 @@ def save_table(
         doc[b"nodes6"] = nodes6
         count += len(nodes6)
     doc[b"id"] = (table if table is not None else table6).own_id  # type: ignore[union-attr]
-    _write_atomically(Path(path), encode_trusted_file(doc))
+    write_atomically(Path(path), encode_trusted_file(doc))
     log.debug("saved %d contacts to %s", count, path)
     return count
 
@@ -360,25 +360,3 @@ def save_node_state(proto: NodeProtocol, path: Path | None, *, wall_clock: Calla
         save_table(tables.get(4), path, table6=tables.get(6), wall_clock=wall_clock)
     except OSError as exc:
         log.warning("cannot save the routing table to %s: %s", path, exc)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    # Make the rename itself durable (POSIX); not possible everywhere (Windows).
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
