@@ -8,7 +8,6 @@ each wait on another thread is bounded.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import random
 import socket
@@ -28,29 +27,16 @@ from mainline_dht.blocking import Node, NodeClosedError
 from mainline_dht.runtime.state_file import load_contacts
 from mainline_dht.wire.bencode import decode_untrusted, encode
 from mainline_dht.wire.contact import Address
+from loopback import LoopbackRange
 from netthread import ThreadedNetwork, local_network_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 30.0  # seconds any thread or subprocess may take at most; loopback needs far less
 
 
-def _can_bind(ip: str) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((ip, 0))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL):
-                return False
-            raise
-    return True
-
-
-_SPREAD = _can_bind("127.0.80.100")
-
-
-def bind(i: int) -> Address:
-    """The i-th node under test's address: 127.0.80.(100 + i), or 127.0.0.1 where only that is routed."""
-    return (f"127.0.80.{100 + i}" if _SPREAD else "127.0.0.1", 0)
+#: The i-th node under test's address: 127.0.80.(100 + i).
+bind = LoopbackRange("127.0.80", first=100)
+_SPREAD = bind.spread
 
 
 def info_hash(name: str) -> bytes:

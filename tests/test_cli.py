@@ -14,31 +14,28 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
-import queue
 import select
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import pytest
-import trio
 
 import mainline_dht
 from mainline_dht import cli
 from mainline_dht.runtime import node as node_module
 from mainline_dht.wire.contact import Address
-from mainline_dht.runtime.localnet import open_local_network
 from mainline_dht.runtime.node import DEFAULT_BOOTSTRAP
 from mainline_dht.runtime.state_file import load_contacts
+
+from netthread import local_network_thread
 
 REPO = Path(__file__).resolve().parent.parent
 #: The infohash one node of the test network announces, and the port it announces.
@@ -58,32 +55,10 @@ class Net:
 @pytest.fixture(scope="module")
 def net() -> Iterator[Net]:
     """A 30-node DHT on 127.0.71.1-30 (free ports), one node announcing INFO_HASH."""
-    ready: queue.Queue[object] = queue.Queue()
-
-    def run() -> None:
-        async def serve() -> None:
-            async with open_local_network(30, seed=71, base=("127.0.71.1", 0)) as lnet:
-                announcer = lnet.nodes[5]
-                assert await announcer.announce(INFO_HASH, PEER_PORT) > 0
-                info = Net(lnet.bootstrap_address, lnet.nodes[0].node_id, (announcer.local_address[0], PEER_PORT))
-                with trio.CancelScope() as scope:
-                    ready.put((info, trio.lowlevel.current_trio_token(), scope))
-                    await trio.sleep_forever()
-
-        try:
-            trio.run(serve)
-        except BaseException as exc:  # handed to the test thread
-            ready.put(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    item = ready.get(timeout=60)
-    if isinstance(item, BaseException):
-        raise item
-    info, token, scope = cast("tuple[Net, trio.lowlevel.TrioToken, trio.CancelScope]", item)
-    yield info
-    trio.from_thread.run_sync(scope.cancel, trio_token=token)
-    thread.join(timeout=10)
+    with local_network_thread(30, seed=71, base=("127.0.71.1", 0)) as threaded:
+        assert threaded.announce(5, INFO_HASH, PEER_PORT) > 0
+        nodes = threaded.net.nodes
+        yield Net(threaded.bootstrap_address, nodes[0].node_id, (nodes[5].local_address[0], PEER_PORT))
 
 
 def _addr(a: Address) -> str:

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
 import pytest
-import trio
 
 from mainline_dht import cli
-from mainline_dht.runtime.localnet import open_local_network
 from mainline_dht.wire.contact import Address
 
+from netthread import local_network_thread
 from test_cli import _read_line, _spawn, _stop
 
 INFO_HASH = hashlib.sha1(b"test_cli_ipv6").digest()
@@ -38,32 +35,11 @@ class Net6:
 @pytest.fixture(scope="module")
 def net6() -> Iterator[Net6]:
     """A 20-node IPv6 DHT on [::1] (free ports), one node announcing INFO_HASH."""
-    ready: queue.Queue[object] = queue.Queue()
-
-    def run() -> None:
-        async def serve() -> None:
-            async with open_local_network(20, seed=66, base=("127.0.1.1", 0), ipv6=True) as lnet:
-                assert all(n.local_address[0] == "::1" for n in lnet.nodes)
-                assert await lnet.nodes[5].announce(INFO_HASH, PEER_PORT) > 0
-                info = Net6(lnet.bootstrap_address, lnet.nodes[0].node_id, ("::1", PEER_PORT))
-                with trio.CancelScope() as scope:
-                    ready.put((info, trio.lowlevel.current_trio_token(), scope))
-                    await trio.sleep_forever()
-
-        try:
-            trio.run(serve)
-        except BaseException as exc:  # handed to the test thread
-            ready.put(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    item = ready.get(timeout=60)
-    if isinstance(item, BaseException):
-        raise item
-    info, token, scope = cast("tuple[Net6, trio.lowlevel.TrioToken, trio.CancelScope]", item)
-    yield info
-    trio.from_thread.run_sync(scope.cancel, trio_token=token)
-    thread.join(timeout=10)
+    with local_network_thread(20, seed=66, base=("127.0.1.1", 0), ipv6=True) as threaded:
+        nodes = threaded.net.nodes
+        assert all(n.local_address[0] == "::1" for n in nodes)
+        assert threaded.announce(5, INFO_HASH, PEER_PORT) > 0
+        yield Net6(threaded.bootstrap_address, nodes[0].node_id, ("::1", PEER_PORT))
 
 
 def _v6(a: Address) -> str:

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import cast
 
 import pytest
-import trio
 
 from mainline_dht import cli
 from mainline_dht.cli.get import json_value, text_value
 from mainline_dht.core import items
-from mainline_dht.runtime.localnet import open_local_network
 from mainline_dht.wire.contact import Address
+
+from netthread import local_network_thread
 
 SCRAPE_HASH = hashlib.sha1(b"test_cli_items scrape").digest()
 SEEDS, LEECHERS = 4, 7
@@ -37,33 +35,12 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[Net]:
-    ready: queue.Queue[object] = queue.Queue()
-
-    def run() -> None:
-        async def serve() -> None:
-            async with open_local_network(20, seed=75, base=("127.0.75.1", 0)) as lnet:
-                for i, node in enumerate(lnet.nodes[1 : 1 + SEEDS + LEECHERS]):
-                    assert await node.announce(SCRAPE_HASH, 7000 + i, seed=i < SEEDS) > 0
-                target = await lnet.nodes[3].put_immutable(LIST_VALUE)
-                info = Net(lnet.bootstrap_address, target)
-                with trio.CancelScope() as scope:
-                    ready.put((info, trio.lowlevel.current_trio_token(), scope))
-                    await trio.sleep_forever()
-
-        try:
-            trio.run(serve)
-        except BaseException as exc:  # handed to the test thread
-            ready.put(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    item = ready.get(timeout=60)
-    if isinstance(item, BaseException):
-        raise item
-    info, token, scope = cast("tuple[Net, trio.lowlevel.TrioToken, trio.CancelScope]", item)
-    yield info
-    trio.from_thread.run_sync(scope.cancel, trio_token=token)
-    thread.join(timeout=10)
+    with local_network_thread(20, seed=75, base=("127.0.75.1", 0)) as threaded:
+        for i in range(SEEDS + LEECHERS):
+            assert threaded.announce(1 + i, SCRAPE_HASH, 7000 + i, seed=i < SEEDS) > 0
+        node = threaded.net.nodes[3]
+        target = threaded.run(lambda: node.put_immutable(LIST_VALUE))
+        yield Net(threaded.bootstrap_address, target)
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

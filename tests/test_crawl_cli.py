@@ -7,19 +7,16 @@ run), on 127.0.84.1-30; the crawler binds 127.0.84.200. Nothing else is contacte
 from __future__ import annotations
 
 import json
-import queue
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import pytest
-import trio
 
 from mainline_dht import cli
-from mainline_dht.runtime.localnet import open_local_network
 from mainline_dht.wire.contact import Address
+
+from netthread import local_network_thread
 
 #: Infohashes that nodes of the test network announce to their neighbours.
 ANNOUNCED = [bytes([i]) * 20 for i in range(1, 4)]
@@ -29,32 +26,10 @@ BIND = "127.0.84.200:0"
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[tuple[Address, set[tuple[str, int]]]]:
-    ready: queue.Queue[object] = queue.Queue()
-
-    def run() -> None:
-        async def serve() -> None:
-            async with open_local_network(30, seed=84, base=("127.0.84.1", 0)) as lnet:
-                for i, h in enumerate(ANNOUNCED):
-                    assert await lnet.nodes[3 + i].announce(h, 4000 + i) > 0
-                members = {n.local_address for n in lnet.nodes}
-                with trio.CancelScope() as scope:
-                    ready.put((lnet.bootstrap_address, members, trio.lowlevel.current_trio_token(), scope))
-                    await trio.sleep_forever()
-
-        try:
-            trio.run(serve)
-        except BaseException as exc:
-            ready.put(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    item = ready.get(timeout=60)
-    if isinstance(item, BaseException):
-        raise item
-    boot, members, token, scope = cast("tuple[Address, set[tuple[str, int]], trio.lowlevel.TrioToken, trio.CancelScope]", item)
-    yield boot, members
-    trio.from_thread.run_sync(scope.cancel, trio_token=token)
-    thread.join(timeout=10)
+    with local_network_thread(30, seed=84, base=("127.0.84.1", 0)) as threaded:
+        for i, h in enumerate(ANNOUNCED):
+            assert threaded.announce(3 + i, h, 4000 + i) > 0
+        yield threaded.bootstrap_address, {n.local_address for n in threaded.net.nodes}
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

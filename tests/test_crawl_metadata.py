@@ -9,23 +9,19 @@ local test network on their own IPs.
 from __future__ import annotations
 
 import json
-import queue
 import sqlite3
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
 
 import pytest
-import trio
 
 from mainline_dht import cli
 from mainline_dht.crawl.sqlite_store import SQLiteStore
 from mainline_dht.crawl.store import TorrentRecord
-from mainline_dht.runtime.localnet import open_local_network
 from mainline_dht.wire.contact import Address
 
 from fake_peers import FakePeer, info_hash_of, make_info
+from netthread import local_network_thread
 
 INFOS = [make_info(f"crawled {i}".encode(), files=i + 1, size=2000, seed=i) for i in range(2)]
 HASHES = [info_hash_of(info) for info in INFOS]
@@ -35,35 +31,11 @@ BIND = "127.0.79.200:0"
 @pytest.fixture(scope="module")
 def net() -> Iterator[Address]:
     """A 12-node DHT on 127.0.79.x; two nodes announce fake peers that serve INFOS."""
-    ready: queue.Queue[object] = queue.Queue()
-
-    def run() -> None:
-        async def serve() -> None:
-            async with open_local_network(12, seed=79, base=("127.0.79.1", 0)) as lnet:
-                async with trio.open_nursery() as nursery:
-                    for i, info in enumerate(INFOS):
-                        node = lnet.nodes[4 + i]
-                        addr = await nursery.start(FakePeer(info).serve, node.local_address[0])
-                        assert await node.announce(HASHES[i], addr[1]) > 0
-                    with trio.CancelScope() as scope:
-                        ready.put((lnet.bootstrap_address, trio.lowlevel.current_trio_token(), scope))
-                        await trio.sleep_forever()
-                    nursery.cancel_scope.cancel()
-
-        try:
-            trio.run(serve)
-        except BaseException as exc:
-            ready.put(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    item = ready.get(timeout=60)
-    if isinstance(item, BaseException):
-        raise item
-    boot, token, scope = cast("tuple[Address, trio.lowlevel.TrioToken, trio.CancelScope]", item)
-    yield boot
-    trio.from_thread.run_sync(scope.cancel, trio_token=token)
-    thread.join(timeout=10)
+    with local_network_thread(12, seed=79, base=("127.0.79.1", 0)) as threaded:
+        for i, info in enumerate(INFOS):
+            addr = threaded.start(FakePeer(info).serve, threaded.net.nodes[4 + i].local_address[0])
+            assert threaded.announce(4 + i, HASHES[i], addr[1]) > 0
+        yield threaded.bootstrap_address
 
 
 def test_crawl_metadata_fills_the_torrents_table(net: Address, tmp_path: Path,

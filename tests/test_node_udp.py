@@ -9,11 +9,9 @@ hanging. Assertions are on outcomes, never on wall time.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,34 +19,20 @@ from pathlib import Path
 import pytest
 import trio
 
-from mainline_dht.wire.contact import Address
 from mainline_dht.errors import KRPCError
 from mainline_dht.wire.krpc import AnnouncePeer, FindNode, GetPeers, SampleInfohashes, UnknownQuery, unpack_nodes_untrusted
 from mainline_dht.runtime.localnet import open_local_network
 from mainline_dht.runtime.node import DHTNode, open_node
 from mainline_dht.runtime.state_file import load_contacts
 
+from loopback import LoopbackRange
+
 TIMEOUT = 10.0  # seconds of real time per test; loopback needs far less
 INFO_HASH = bytes(range(100, 120))
 
 
-def _can_bind(ip: str) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((ip, 0))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL):
-                return False
-            raise
-    return True
-
-
-_SPREAD = _can_bind("127.0.51.1")
-
-
-def bind(i: int) -> Address:
-    """Our i-th node's bind address: 127.0.51.i, or 127.0.0.1 where only that is routed."""
-    return (f"127.0.51.{i}" if _SPREAD else "127.0.0.1", 0)
+#: Our i-th node's bind address: 127.0.51.i.
+bind = LoopbackRange("127.0.51")
 
 
 @asynccontextmanager

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 
 import asyncio
-import errno
 import random
 import socket
 import subprocess
@@ -34,28 +33,16 @@ from mainline_dht.runtime.state_file import load_contacts
 from mainline_dht.wire import bencode
 from mainline_dht.wire.contact import Address
 
+from loopback import LoopbackRange
+
 TIMEOUT = 30.0  # seconds of real time per test; loopback needs far less
 INFO_HASH = bytes(range(140, 160))
 NETWORK = 12  # nodes per test network
 
 
-def _can_bind(ip: str) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((ip, 0))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL):
-                return False
-            raise
-    return True
-
-
-_SPREAD = _can_bind("127.0.52.1")
-
-
-def bind(i: int) -> Address:
-    """The i-th node's bind address: 127.0.52.i, or 127.0.0.1 where only that is routed."""
-    return (f"127.0.52.{i}" if _SPREAD else "127.0.0.1", 0)
+#: The i-th node's bind address: 127.0.52.i.
+bind = LoopbackRange("127.0.52")
+_SPREAD = bind.spread
 
 
 def _config() -> NodeConfig:

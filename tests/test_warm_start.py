@@ -12,12 +12,9 @@ Run with ``-s`` to see both runs' times to the first peer (tests never assert on
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import pytest
 import trio
@@ -25,10 +22,11 @@ import trio
 from mainline_dht import cli
 from mainline_dht.runtime.contact_file import load_cached_contacts, save_cached_contacts
 from mainline_dht.core.contact_cache import RecentContacts
-from mainline_dht.runtime.localnet import open_local_network
 from mainline_dht.runtime.node import open_node
 from mainline_dht.runtime.transport import DEFAULT_RECEIVE_BATCH, DatagramTransport, TransportStats, open_udp_transport
 from mainline_dht.wire.contact import Address, Contact
+
+from netthread import local_network_thread
 
 INFO_HASH = bytes.fromhex("feed0000" * 5)
 PEER_PORT = 5432
@@ -73,36 +71,25 @@ class Net:
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[Net]:
-    ready: queue.Queue[object] = queue.Queue()
+    with local_network_thread(30, seed=76, base=("127.0.76.1", 0)) as threaded:
+        router, recorder = threaded.start(_serve_router, threaded.bootstrap_address)
+        assert threaded.announce(7, INFO_HASH, PEER_PORT) > 0
+        yield Net(router, recorder, (threaded.net.nodes[7].local_address[0], PEER_PORT))
 
-    def run() -> None:
-        async def serve() -> None:
-            async with open_local_network(30, seed=76, base=("127.0.76.1", 0)) as lnet:
-                recorder = RecordingTransport(await open_udp_transport("127.0.76.100", 0))
-                async with open_node(transport=recorder, bootstrap=[lnet.bootstrap_address]) as router:
-                    await router.bootstrap()
-                    announcer = lnet.nodes[7]
-                    assert await announcer.announce(INFO_HASH, PEER_PORT) > 0
-                    info = Net(router.local_address, recorder, (announcer.local_address[0], PEER_PORT))
-                    with trio.CancelScope() as scope:
-                        ready.put((info, trio.lowlevel.current_trio_token(), scope))
-                        await trio.sleep_forever()
-                await recorder.aclose()
 
-        try:
-            trio.run(serve)
-        except BaseException as exc:  # handed to the test thread
-            ready.put(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    item = ready.get(timeout=60)
-    if isinstance(item, BaseException):
-        raise item
-    info, token, scope = cast("tuple[Net, trio.lowlevel.TrioToken, trio.CancelScope]", item)
-    yield info
-    trio.from_thread.run_sync(scope.cancel, trio_token=token)
-    thread.join(timeout=10)
+async def _serve_router(
+    bootstrap: Address, *, task_status: trio.TaskStatus[tuple[Address, RecordingTransport]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the router node on 127.0.76.100 (joined through ``bootstrap``) until cancelled."""
+    recorder = RecordingTransport(await open_udp_transport("127.0.76.100", 0))
+    try:
+        async with open_node(transport=recorder, bootstrap=[bootstrap]) as router:
+            await router.bootstrap()
+            task_status.started((router.local_address, recorder))
+            await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await recorder.aclose()
 
 
 def _peers(capsys: pytest.CaptureFixture[str], net: Net, ip: str, *extra: str) -> tuple[int, list[dict[str, object]], str]:
