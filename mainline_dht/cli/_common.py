@@ -337,6 +337,39 @@ def describe_address(given: Address, resolved: Address) -> str:
     return f"{format_address(given)} ({resolved[0]})"
 
 
+async def bootstrap_nodes(args: argparse.Namespace) -> tuple[list[Address], str]:
+    """Resolve ``--bootstrap`` (or the default routers): the addresses and how to name them.
+
+    Names that do not resolve are logged; the rest are used.
+
+    Raises:
+        CLIError: none resolves.
+    """
+    given = tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP
+    resolved, failures = await resolve_all(given)
+    if not resolved:
+        raise CLIError(unresolved_message(failures))
+    for failure in failures:
+        log.warning("cannot resolve bootstrap node %s", failure)
+    return [r for _, r in resolved], ", ".join(describe_address(g, r) for g, r in resolved)
+
+
+def nothing_answered(tried: str, elapsed: float | None = None, *, what: str = "") -> CLIError:
+    """The error of a command that no DHT node answered: the nodes it tried, and what to do.
+
+    Args:
+        tried: how to name the bootstrap nodes (as :func:`bootstrap_nodes` names them).
+        elapsed: seconds the command waited, if it says so.
+        what: what went unanswered, as words after "answered" (``"the crawl"``).
+    """
+    answered = f"answered {what}" if what else "answered"
+    within = "" if elapsed is None else f" within {format_seconds(elapsed)}"
+    return CLIError(
+        f"no DHT node {answered}{within} (tried {tried}). "
+        "Check your network, or pass a reachable node with --bootstrap HOST:PORT."
+    )
+
+
 async def run_until_signal(body: Callable[[], Awaitable[object]]) -> bool:
     """Run ``body`` until it returns or SIGINT/SIGTERM arrives.
 

@@ -22,23 +22,21 @@ from ..crawl.postgres_store import PostgresStore
 from ..crawl.store import CrawlStore, StoreError, TorrentRecord, default_db_path, open_store
 from ..metadata.harvest import DEFAULT_HARVEST_RATE, MetadataHarvester
 from ..metadata.info import TorrentInfo
-from ..runtime.node import DEFAULT_BOOTSTRAP, DEFAULT_BOOTSTRAP_TIMEOUT, DHTNode, collapse_single_errors
+from ..runtime.node import DEFAULT_BOOTSTRAP_TIMEOUT, DHTNode, collapse_single_errors
 from ._common import (
     EXIT_OK,
     CLIError,
     Parents,
     Status,
-    describe_address,
+    bootstrap_nodes,
     emit,
     format_seconds,
     local_address_arg,
-    log,
+    nothing_answered,
     open_cli_node,
     plural,
     positive_seconds_arg,
-    resolve_all,
     say,
-    unresolved_message,
 )
 
 #: Seconds between redraws of the progress line (it sorts every node ID for the estimate).
@@ -95,13 +93,7 @@ async def _crawl_or_work(node: DHTNode, args: argparse.Namespace, store: CrawlSt
 
 
 async def _run_crawl(args: argparse.Namespace, store: CrawlStore) -> int:
-    given = tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP
-    resolved, failures = await resolve_all(given)
-    if not resolved:
-        raise CLIError(unresolved_message(failures))
-    for failure in failures:
-        log.warning("cannot resolve bootstrap node %s", failure)
-    tried = ", ".join(describe_address(g, r) for g, r in resolved)
+    routers, tried = await bootstrap_nodes(args)
     status = Status(sys.stderr, enabled=sys.stderr.isatty() and not args.json)
     interrupted = False
     stop = trio.CancelScope()
@@ -123,7 +115,7 @@ async def _run_crawl(args: argparse.Namespace, store: CrawlStore) -> int:
     # A full node (not read-only): the crawl answers the nodes it visits, with a BEP 42 ID.
     # A short crawl does not wait longer than itself for the first answer.
     timeout = DEFAULT_BOOTSTRAP_TIMEOUT if args.duration is None else min(DEFAULT_BOOTSTRAP_TIMEOUT, args.duration)
-    async with open_cli_node(args.bind, bootstrap=[r for _, r in resolved], bootstrap_timeout=timeout) as node:
+    async with open_cli_node(args.bind, bootstrap=routers, bootstrap_timeout=timeout) as node:
         if not args.json:
             say(f"crawling via {tried} into {store.location}"
                 + (f" for {format_seconds(args.duration)}" if args.duration else " until Ctrl-C"))
@@ -164,10 +156,7 @@ async def _run_crawl(args: argparse.Namespace, store: CrawlStore) -> int:
         raise CLIError("interrupted before the crawl began")
     stats = found.stats
     if answered == 0:
-        raise CLIError(
-            f"no DHT node answered the crawl within {format_seconds(stats.elapsed)} (tried {tried}). "
-            "Check your network, or pass a reachable node with --bootstrap HOST:PORT."
-        )
+        raise nothing_answered(tried, stats.elapsed, what="the crawl")
     estimate = stats.estimate
     if args.json:
         emit({"event": "done", "nodes": stats.nodes, "infohashes": stats.infohashes, "queries": stats.queries,

@@ -19,15 +19,17 @@ from ._common import (
     CLIError,
     Parents,
     Status,
+    bootstrap_nodes,
     emit,
     format_address,
     format_seconds,
     local_address_arg,
+    nothing_answered,
     open_cli_node,
     positive_seconds_arg,
     say,
 )
-from .put import bootstrap_nodes, key_seed_arg, salt_arg
+from .put import key_seed_arg, salt_arg
 
 
 def json_value(value: object) -> Any:
@@ -86,10 +88,7 @@ async def cmd_get(args: argparse.Namespace) -> int:
     if limit.cancelled_caught:
         raise CLIError(f"the lookup did not finish within {args.timeout:g} s (--timeout)")
     if search.replies == 0:
-        raise CLIError(
-            f"no DHT node answered (tried {tried}). "
-            "Check your network, or pass a reachable node with --bootstrap HOST:PORT."
-        )
+        raise nothing_answered(tried)
     found = search.found
     if args.json:
         if found is not None:

@@ -15,7 +15,6 @@ import trio
 
 from ..errors import MetadataNotFound
 from ..metadata import DEFAULT_MAX_METADATA_SIZE, FetchStats, TorrentInfo, encode_torrent_file, fetch_metadata
-from ..runtime.node import DEFAULT_BOOTSTRAP
 from ..runtime.atomic_file import write_atomically
 from ..wire.contact import Address
 from ..wire.target import TargetError, parse_target_hashes
@@ -28,19 +27,17 @@ from ._common import (
     CLIError,
     Parents,
     Status,
-    describe_address,
+    bootstrap_nodes,
     emit,
     format_address,
     format_seconds,
     add_bind_option,
     int_in_range,
-    log,
+    nothing_answered,
     open_cli_node,
     plural,
     positive_seconds_arg,
-    resolve_all,
     say,
-    unresolved_message,
 )
 from .. import __version__
 
@@ -78,17 +75,11 @@ async def cmd_metadata(args: argparse.Namespace) -> int:
         target = parse_target_hashes(args.target)
     except TargetError as exc:
         raise CLIError(str(exc)) from None
-    given = tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP
-    resolved, failures = await resolve_all(given)
-    if not resolved:
-        raise CLIError(unresolved_message(failures))
-    for failure in failures:
-        log.warning("cannot resolve bootstrap node %s", failure)
-    tried = ", ".join(describe_address(g, r) for g, r in resolved)
+    routers, tried = await bootstrap_nodes(args)
     status = Status(sys.stderr, enabled=sys.stderr.isatty() and not args.json)
     stats = FetchStats()
     info: TorrentInfo | None = None
-    async with open_cli_node(args.bind, bootstrap=[r for _, r in resolved], config=TRANSIENT) as node:
+    async with open_cli_node(args.bind, bootstrap=routers, config=TRANSIENT) as node:
         if not args.json:
             say(f"fetching the metadata of {target.info_hash.hex()} via {tried}")
         started = trio.current_time()
@@ -114,10 +105,7 @@ async def cmd_metadata(args: argparse.Namespace) -> int:
     status.clear()
 
     if info is None and stats.lookup_replies == 0 and stats.peers_found == 0:
-        raise CLIError(
-            f"no DHT node answered within {format_seconds(elapsed)} (tried {tried}). "
-            "Check your network, or pass a reachable node with --bootstrap HOST:PORT."
-        )
+        raise nothing_answered(tried, elapsed)
     if info is not None and args.save is not None:
         save_torrent(info, args.save)
     dropped = [format_address(a) for a in stats.dropped]

@@ -19,7 +19,7 @@ from ..core.lookup import LookupStats
 from ..core.scrape import ScrapeEstimate
 from ..errors import StateFileError
 from ..runtime.contact_file import default_contact_file, load_cached_contacts, restore_contacts, save_cached_contacts
-from ..runtime.node import DEFAULT_BOOTSTRAP, DHTNode, collapse_single_errors
+from ..runtime.node import DHTNode, collapse_single_errors
 from ..wire.contact import Address, Contact, family_of
 from ..wire.target import TargetError, parse_target
 from ._common import (
@@ -31,19 +31,18 @@ from ._common import (
     CLIError,
     Parents,
     Status,
-    describe_address,
+    bootstrap_nodes,
     emit,
     format_address,
     format_seconds,
     add_bind_option,
     log,
+    nothing_answered,
     open_cli_node,
     plural,
     port_arg,
     positive_seconds_arg,
-    resolve_all,
     say,
-    unresolved_message,
 )
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +157,7 @@ async def lookup_and_print(
     elapsed = (stats.finished_at if stats.finished_at is not None else ended) - stats.started_at
     if stats.replies == 0 and not peers and not interrupted:
         names = tried or ", ".join(format_address(a) for a in node.bootstrap_nodes) or "no bootstrap nodes"
-        raise CLIError(
-            f"no DHT node answered within {format_seconds(elapsed)} (tried {names}). "
-            "Check your network, or pass a reachable node with --bootstrap HOST:PORT."
-        )
+        raise nothing_answered(names, elapsed)
     first = None if stats.first_peer_at is None else stats.first_peer_at - stats.started_at
     estimate = stream.scrape
     if json_out:
@@ -207,19 +203,13 @@ async def cmd_peers(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from None
     if args.seed and args.announce is None and not args.announce_implied:
         raise CLIError("--seed goes with --announce PORT or --announce-implied")
-    given = tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP
-    resolved, failures = await resolve_all(given)
-    if not resolved:
-        raise CLIError(unresolved_message(failures))
-    for failure in failures:
-        log.warning("cannot resolve bootstrap node %s", failure)
-    tried = ", ".join(describe_address(g, r) for g, r in resolved)
+    routers, tried = await bootstrap_nodes(args)
     log.debug("bootstrap nodes: %s", tried)
     status = Status(sys.stderr, enabled=sys.stderr.isatty() and not args.json)
     cache_path: Path | None = None if args.no_cache else (args.cache_file or default_contact_file())
     cached = _load_cache(cache_path)
     via = f"{plural(len(cached), 'cached contact')}, then {tried}" if cached else tried
-    async with open_cli_node(args.bind, bootstrap=[r for _, r in resolved], config=TRANSIENT) as node:
+    async with open_cli_node(args.bind, bootstrap=routers, config=TRANSIENT) as node:
         started = trio.current_time()
         caches = {o.family: o.proto.recent for o in node.overlays if o.proto.recent is not None}
         for family, recent in caches.items():

@@ -11,7 +11,6 @@ import trio
 
 from ..core.items import MAX_SALT_SIZE, MAX_SEQ, MAX_VALUE_SIZE, ImmutableItem, public_key_for
 from ..runtime.items import PutResult
-from ..runtime.node import DEFAULT_BOOTSTRAP
 from ..wire import bencode
 from ._common import (
     EXIT_NOT_FOUND,
@@ -20,18 +19,16 @@ from ._common import (
     CLIError,
     Parents,
     Status,
-    describe_address,
+    bootstrap_nodes,
     emit,
     format_seconds,
     int_in_range,
     local_address_arg,
-    log,
+    nothing_answered,
     open_cli_node,
     plural,
     positive_seconds_arg,
-    resolve_all,
     say,
-    unresolved_message,
 )
 
 
@@ -54,17 +51,6 @@ def salt_arg(text: str) -> bytes:
 
 
 seq_arg = int_in_range(0, MAX_SEQ, "a whole number", f"must be 0 to {MAX_SEQ}")
-
-
-async def bootstrap_nodes(args: argparse.Namespace) -> tuple[list[tuple[str, int]], str]:
-    """Resolve ``--bootstrap`` (or the default routers): the addresses and how to name them."""
-    given = tuple(args.bootstrap) if args.bootstrap else DEFAULT_BOOTSTRAP
-    resolved, failures = await resolve_all(given)
-    if not resolved:
-        raise CLIError(unresolved_message(failures))
-    for failure in failures:
-        log.warning("cannot resolve bootstrap node %s", failure)
-    return [r for _, r in resolved], ", ".join(describe_address(g, r) for g, r in resolved)
 
 
 async def cmd_put(args: argparse.Namespace) -> int:
@@ -90,10 +76,7 @@ async def cmd_put(args: argparse.Namespace) -> int:
     if result is None:
         raise CLIError(f"the put did not finish within {args.timeout:g} s (--timeout)")
     if result.replies == 0:
-        raise CLIError(
-            f"no DHT node answered (tried {tried}). "
-            "Check your network, or pass a reachable node with --bootstrap HOST:PORT."
-        )
+        raise nothing_answered(tried)
     public_key = None if args.key_seed is None else public_key_for(args.key_seed).hex()
     if args.json:
         emit({"event": "done", "target": result.target.hex(), "public_key": public_key, "seq": result.seq,
