@@ -982,3 +982,25 @@ def test_reserve_routers_keep_a_lookup_whose_seeds_all_failed_open() -> None:
     # Without seeds at all, the reserve is asked at once, as routers are.
     empty = Lookup(ZERO, [], now=0.0, reserve_routers=[router])
     assert not empty.done and empty.next_queries(0.0) == [Contact(UNKNOWN_ID, router)]
+
+
+# --- stragglers (what an announce asks again) --------------------------------------
+
+
+def test_stragglers_are_the_unanswered_among_the_k_closest() -> None:
+    lookup = Lookup(ZERO, [c(n) for n in (1, 2, 3, 4, 5)], now=0.0, alpha=5, k=2, soft_timeout=1.0, early_finish=True)
+    assert ids(lookup.next_queries(0.0)) == [1, 2]
+    lookup.on_response(c(2), 0.1, token=b"t")
+    assert ids(lookup.next_queries(1.5)) == [3]  # 1 is past the soft timeout
+    assert ids(lookup.next_queries(2.6)) == [4]  # and so is 3
+    lookup.on_response(c(4), 2.7, token=b"t")
+    assert lookup.done  # early finish: 1 and 3 are left behind
+    assert ids([x for x, _ in lookup.closest_responders(2)]) == [2, 4]
+    # 1 and 3 rank before the second responder; 5 is beyond the k closest.
+    assert ids(lookup.stragglers(2)) == [1, 3]
+    # A late answer (an announce's second ask) makes a straggler a responder.
+    lookup.on_response(c(1), 2.0, token=b"late")
+    assert lookup.closest_responders(2) == [(c(1), b"late"), (c(2), b"t")]
+    assert ids(lookup.stragglers(2)) == []
+    lookup.on_failure(c(3), 3.0)
+    assert ids(lookup.stragglers(3)) == []

@@ -411,3 +411,64 @@ def test_a_new_bep42_node_id_is_looked_up_then_the_table_refreshed_and_saved() -
         if saves:
             break
     assert saves and saves[0].at < 60.0  # (long before the save schedule's 300 s)
+
+
+def test_an_announce_the_network_lost_is_sent_once_more() -> None:
+    """A lost ``announce_peer`` (or its answer) costs the store unless it is sent again."""
+    net = _net(60, seed=2)
+    a = net.cores[_addr(3)]
+    op = a.start_announce(INFO_HASH, 51413, net.now)
+    lost: list[Address] = []
+
+    def drop(d: Datagram) -> bool:
+        if not lost and d.message.get(b"q") == b"announce_peer":
+            lost.append(d.destination)
+            return True
+        return False
+
+    net.deliver(drop=drop)
+    assert lost and _events_of(a, AnnounceFinished) == []
+    net.advance(a.config.lookup_query_timeout + 0.01)
+    [done] = _events_of(a, AnnounceFinished)
+    assert done.op == op and done.sent == 8 and done.accepted == 8
+    assert len(_queries(net.log, b"announce_peer", _addr(3))) == 9
+    assert [d.destination for d in _queries(net.log, b"announce_peer", _addr(3))].count(lost[0]) == 2
+    assert net.cores[lost[0]].peer_store.num_peers == 1
+
+
+def test_an_announce_asks_the_lookups_stragglers_again_and_stores_on_the_closest() -> None:
+    """With early finish, a lookup leaves behind a close node whose answer was lost;
+    the announce asks it again for a token, so the peer lands on the k closest."""
+    net = _net(60, seed=2)
+    a = net.cores[_addr(3)]
+    everyone = {c.node_id: addr for addr, c in net.cores.items() if addr != _addr(3)}
+    closest = [everyone[i] for i in closest_ids(list(everyone), INFO_HASH, 8)]
+    victim = closest[0]
+    dropped: list[Datagram] = []
+
+    def drop(d: Datagram) -> bool:
+        if not dropped and d.source == victim and d.destination == _addr(3) and b"token" in d.message.get(b"r", {}):
+            dropped.append(d)  # its get_peers answer
+            return True
+        return False
+
+    op = a.start_lookup(INFO_HASH, GetPeers(INFO_HASH), net.now)
+    for _ in range(50):
+        net.deliver(drop=drop)
+        if _events_of(a, LookupFinished):
+            break
+        t = a.get_timer()
+        assert t is not None
+        net.now = t
+        a.handle_timer(t)
+    lookup = a.lookup(op)
+    assert dropped and lookup is not None and lookup.done
+    assert victim in [x.addr for x in lookup.stragglers(8)]
+    assert victim not in [x.addr for x, _ in lookup.closest_responders(8)]
+    asked = len([d for d in _queries(net.log, b"get_peers", _addr(3)) if d.destination == victim])
+    a.start_announce(INFO_HASH, 51413, net.now, lookup=lookup)
+    net.deliver()
+    [done] = _events_of(a, AnnounceFinished)
+    assert len([d for d in _queries(net.log, b"get_peers", _addr(3)) if d.destination == victim]) == asked + 1
+    holders = sorted(addr for addr, core in net.cores.items() if core.peer_store.num_peers)
+    assert holders == sorted(closest) and done.accepted == 8

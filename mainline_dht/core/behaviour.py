@@ -14,7 +14,8 @@ Owns the rules that decide what the node sends beyond answering queries:
   schedule (:class:`SaveDue`);
 - rejoining after a BEP 42 node-ID change;
 - the announce choice: the k closest nodes that answered a ``get_peers`` lookup
-  with a token get ``announce_peer``.
+  with a token get ``announce_peer``; the lookup's stragglers among them are asked
+  again first, and an ``announce_peer`` that goes unanswered is sent once more.
 
 The runtime reaches all of it through :class:`~mainline_dht.core.protocol.NodeProtocol`,
 which owns one :class:`NodeBehaviour`; time arrives as ``now``, randomness from the
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from .protocol import NodeProtocol
 
 __all__ = [
+    "ANNOUNCE_TRIES",
     "BOOTSTRAP_RETRY_PAUSE",
     "DEFAULT_BOOTSTRAP_TIMEOUT",
     "DEFAULT_MAX_LOOKUP_QUERIES",
@@ -90,6 +92,11 @@ RECENT_LOOKUPS: Final = 64
 #: Seconds to wait before bootstrapping again after the table ran empty and a
 #: bootstrap failed, doubling to the cap.
 REBOOTSTRAP_BACKOFF: Final = (5.0, 300.0)
+#: Times one ``announce_peer`` is sent when no answer comes (a lost datagram costs
+#: the store, unlike a lookup query, which other candidates stand in for). On the
+#: harsh simulated network (15% loss each way) a single try stored the peer on 6.8
+#: of the 8 nodes on average.
+ANNOUNCE_TRIES: Final = 2
 
 
 class QueryOwner(Protocol):
@@ -162,9 +169,18 @@ class _Refresh:
 
 
 class _Announce:
-    """An announce: a get_peers lookup (unless given), then ``announce_peer`` to the closest."""
+    """An announce: a get_peers lookup (unless given), then ``announce_peer`` to the closest.
 
-    __slots__ = ("behaviour", "op", "info_hash", "port", "seed", "pending", "accepted", "sent", "run", "finished")
+    Before announcing, the lookup's stragglers among the k closest (asked, never
+    heard from) are asked again (*probes*), so that a lost datagram does not cost
+    the announce its closest nodes; an ``announce_peer`` that times out is sent
+    once more (see :data:`ANNOUNCE_TRIES`).
+    """
+
+    __slots__ = (
+        "behaviour", "op", "info_hash", "port", "seed", "pending", "accepted", "sent", "run", "finished",
+        "lookup", "probes", "probed", "tries",
+    )
 
     def __init__(
         self, behaviour: NodeBehaviour, op: OperationId, info_hash: bytes, port: int | None, seed: bool = False
@@ -179,15 +195,38 @@ class _Announce:
         self.sent = 0
         self.run: _LookupRun | None = None
         self.finished = False
+        self.lookup: Lookup | None = None
+        # get_peers sent again to the lookup's stragglers -> whom.
+        self.probes: dict[TransactionKey, Contact] = {}
+        self.probed = False
+        # announce_peer in flight -> (whom, token, tries so far).
+        self.tries: dict[TransactionKey, tuple[Contact, bytes, int]] = {}
 
     def query_answered(self, key: TransactionKey, response: ResponseMessage, now: float) -> None:
+        contact = self.probes.pop(key, None)
+        if contact is not None:
+            if self.lookup is not None:
+                self.lookup.on_response(contact, now, token=response.token, responder_id=response.sender_id)
+            self.behaviour._announce_probed(self, now)
+            return
+        self.tries.pop(key, None)
         self.accepted += 1
         self.pending -= 1
         self.behaviour._announce_check(self, now)
 
     def query_failed(self, key: TransactionKey, now: float, error: bool) -> None:
+        contact = self.probes.pop(key, None)
+        if contact is not None:
+            if self.lookup is not None:
+                self.lookup.on_failure(contact, now, error=error)
+            self.behaviour._announce_probed(self, now)
+            return
         log.debug("announce to %s failed (%s)", key[1], "error" if error else "timeout")
         self.pending -= 1
+        tried = self.tries.pop(key, None)
+        if tried is not None and not error and tried[2] < ANNOUNCE_TRIES and not self.finished:
+            # Lost on the way there or back (an error reply is an answer: no retry).
+            self.behaviour._announce_one(self, tried[0], tried[1], now, tries=tried[2] + 1)
         self.behaviour._announce_check(self, now)
 
 
@@ -543,25 +582,67 @@ class NodeBehaviour:
         return announce.op
 
     def _announce_send(self, announce: _Announce, lookup: Lookup, now: float) -> None:
-        """BEP 5: ``announce_peer`` to the k closest nodes that answered, each with its token."""
+        """BEP 5: ``announce_peer`` to the k closest nodes that answered, each with its token.
+
+        First, once, the lookup's stragglers among the k closest are asked again
+        (``get_peers``, for their tokens): on a lossy network, with early finish,
+        a lookup often ends without some of the closest live nodes, and the
+        announce would store on farther ones than a later lookup reaches
+        (tools/bench_lookup.py, harsh network: the k closest responders were the
+        k closest live nodes in 6 of 150 announces).
+        """
         if announce.finished:
             return
         proto = self._proto
-        port = announce.port
-        targets = [(c, tok) for c, tok in lookup.closest_responders(proto.config.k) if tok]
+        k = proto.config.k
+        announce.lookup = lookup
+        if not announce.probed:
+            announce.probed = True
+            query = GetPeers(announce.info_hash)
+            for contact in lookup.stragglers(k):
+                try:
+                    key = proto._send_query(
+                        query, contact.addr, now, contact.id, proto.config.lookup_query_timeout, True,
+                        internal=False, owner=announce,
+                    )
+                except LocalProtocolError as exc:
+                    log.debug("announce probe to %s not sent: %s", contact.addr, exc)
+                    continue
+                announce.probes[key] = contact
+            if announce.probes:
+                return
+        targets = [(c, tok) for c, tok in lookup.closest_responders(k) if tok]
         announce.sent = len(targets)
         for contact, token in targets:
-            query = AnnouncePeer(announce.info_hash, port or 0, token, implied_port=port is None, seed=announce.seed)
-            try:
-                proto._send_query(query, contact.addr, now, contact.id, None, True, internal=False, owner=announce)
-            except LocalProtocolError as exc:
-                log.debug("announce to %s not sent: %s", contact.addr, exc)
-                continue
-            announce.pending += 1
+            self._announce_one(announce, contact, token, now)
         self._announce_check(announce, now)
 
+    def _announce_probed(self, announce: _Announce, now: float) -> None:
+        """A probe of an announce ended; announce once they all have."""
+        if not announce.probes and announce.lookup is not None:
+            self._announce_send(announce, announce.lookup, now)
+
+    def _announce_one(self, announce: _Announce, contact: Contact, token: bytes, now: float, *, tries: int = 1) -> None:
+        """Send one ``announce_peer``; all but the last try time out after the lookup's hard timeout."""
+        proto = self._proto
+        port = announce.port
+        query = AnnouncePeer(announce.info_hash, port or 0, token, implied_port=port is None, seed=announce.seed)
+        timeout = proto.config.lookup_query_timeout if tries < ANNOUNCE_TRIES else None
+        try:
+            key = proto._send_query(query, contact.addr, now, contact.id, timeout, True, internal=False, owner=announce)
+        except LocalProtocolError as exc:
+            log.debug("announce to %s not sent: %s", contact.addr, exc)
+            return
+        announce.tries[key] = (contact, token, tries)
+        announce.pending += 1
+
     def _announce_check(self, announce: _Announce, now: float) -> None:
-        if announce.pending or announce.finished or (announce.run is not None and not announce.run.finished):
+        if (
+            announce.pending
+            or announce.probes
+            or announce.finished
+            or (announce.run is not None and not announce.run.finished)
+        ):
             return
         announce.finished = True
         del self._announces[announce.op]

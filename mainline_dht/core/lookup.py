@@ -720,6 +720,35 @@ class Lookup:
                 out.append((cand.contact, cand.token))
         return out
 
+    def stragglers(self, n: int = DEFAULT_K) -> list[Contact]:
+        """Return the contacts asked and not heard from that rank among the ``n`` closest.
+
+        Walking the lookup's order until ``n`` contacts have answered, these are
+        the ones still in flight (never answered, never failed): with
+        ``early_finish``, the lookup ended without them. On a lossy network most
+        of them are live nodes whose query or answer was lost, closer to the
+        target than some of :meth:`closest_responders`; an announce asks them
+        again, so that it stores on the closest nodes (see
+        :mod:`mainline_dht.core.behaviour`). Routers never appear here.
+
+        Args:
+            n: how many answered contacts to walk past at most.
+
+        Returns:
+            The contacts, closest first.
+        """
+        out: list[Contact] = []
+        answered = 0
+        for d in self._dists:
+            if answered >= n:
+                break
+            cand = self._by_dist[d]
+            if cand.state is _State.RESPONDED:
+                answered += 1
+            elif cand.state is _State.IN_FLIGHT:
+                out.append(cand.contact)
+        return out
+
     # -- internals -------------------------------------------------------------
 
     def _release_reserve(self) -> bool:
