@@ -98,25 +98,52 @@ def test_replies_to_our_queries_get_through_a_ban_and_a_spent_budget() -> None:
 
 
 def test_a_spoofed_flood_is_not_reflected_and_table_contacts_are_served_first() -> None:
-    cfg = NodeConfig(reply_rate=200, reply_burst=200)
+    cfg = NodeConfig(reply_rate=200, reply_burst=200, stranger_reply_rate=20, stranger_reply_burst=20,
+                     querier_ping_rate=4)
     core = make_core("s", config=cfg)
     honest = Contact(b"\x33" * 20, ("10.1.2.3", 6881))
     core.table.heard_from(honest, 0.0, responded=True)
     assert core.table.has_ip(honest.addr[0])
     answered_spoofed = answered_honest = 0
-    # 5 s of 4,000 datagrams a second from 20,000 distinct sources, and the honest contact at 20/s.
+    # 5 s of 4,000 datagrams a second from 2,000 (forged) sources, each back every
+    # half second, and the honest contact at 20/s.
     for ms in range(5_000):
         now = ms / 1000
         for j in range(4):
-            i = ms * 4 + j
+            i = (ms * 4 + j) % 2_000
             src = (f"10.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}", 1000 + j)
             answered_spoofed += len(ask(core, raw_query(b"find_node", {b"target": INFO_HASH}), src, now))
         if ms % 50 == 0:
             answered_honest += len(ask(core, raw_query(b"ping", {}, sender=honest.id), honest.addr, now))
     assert answered_honest == 100
-    # At most the global budget was answered: we reflect 200 replies a second, not 4,000.
-    assert answered_spoofed <= 200 + 5 * 200
+    # At most the strangers' budget was answered: we reflect 20 replies a second, not 4,000
+    # (nor the 200 a second of the global budget)...
+    assert answered_spoofed <= 20 + 5 * 20
     assert core.stats.queries_rate_limited >= 20_000 - answered_spoofed - 100
+    # ...and send at most the queriers' 4 verification pings a second.
+    assert core.stats.verification_pings <= 4 + 5 * 4
+    assert core.stats.pings_rate_limited > 0
+
+
+def test_an_ip_that_answered_our_query_is_served_beside_a_spoofed_flood() -> None:
+    core = make_core("s", config=NodeConfig(stranger_reply_rate=10, stranger_reply_burst=10))
+    crawler_target = ("10.5.5.5", 6881)
+    # We query it, not to learn it: it stays out of the routing table (a crawl, a router).
+    key = core.send_query(Ping(), crawler_target, 0.0, learn=False)
+    core.datagrams_to_send()
+    core.receive_datagram(_response(key[0], b"\x05" * 20), crawler_target, 0.1)
+    assert not core.table.has_ip(crawler_target[0])
+    answered = 0
+    for ms in range(2_000):  # 2 s of 5,000 forged datagrams a second; it queries us 20 a second
+        now = 0.2 + ms / 1000
+        for j in range(5):
+            i = ms * 5 + j
+            ask(core, raw_query(b"ping", {}), (f"10.{100 + (i >> 16)}.{(i >> 8) & 255}.{i & 255}", 1000), now)
+        if ms % 50 == 0:
+            answered += len(ask(core, raw_query(b"get_peers", {b"info_hash": INFO_HASH}), crawler_target, now))
+    assert answered == 40
+    # A stranger beside it gets next to nothing.
+    assert sum(len(ask(core, raw_query(b"ping", {}), ("10.6.6.6", 1), 2.2 + k / 1000)) for k in range(40)) <= 1
 
 
 def test_a_heavy_honest_source_is_answered_beside_a_flood() -> None:
@@ -144,11 +171,20 @@ def test_the_limits_are_named_config_fields() -> None:
         reply_burst=19,
         new_source_reserve=0.4,
         known_source_reserve=0.1,
+        stranger_reply_rate=23,
+        stranger_reply_burst=29,
+        known_source_after=31,
+        known_source_max_gap=37,
+        querier_ping_rate=41,
     )
-    limiter = make_core("s", config=cfg).query_limiter
+    core = make_core("s", config=cfg)
+    limiter = core.query_limiter
     assert limiter is not None
     assert (limiter.rate, limiter.burst, limiter.ban_seconds, limiter.max_tracked) == (7, 9, 11, 13)
     assert (limiter.reply_rate, limiter.reply_burst) == (17, 19)
+    assert (limiter.strangers.rate, limiter.strangers.burst) == (23, 29)
+    assert (limiter.known_after, limiter.known_max_gap) == (31, 37)
+    assert core._querier_pings.rate == 41
 
 
 def test_has_ip_follows_the_table() -> None:

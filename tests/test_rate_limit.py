@@ -73,25 +73,90 @@ def test_a_clock_that_steps_back_refills_nothing() -> None:
     assert policy.tokens("10.0.0.1", 50.0) == 1
 
 
-def test_the_global_budget_serves_table_contacts_then_known_then_new_sources() -> None:
+def test_the_global_budget_serves_trusted_then_known_then_strangers() -> None:
     table = {"10.1.0.1"}
-    policy = InboundPolicy(reply_rate=100, reply_burst=100, trusted=table.__contains__)
-    # A known source: first served long enough before the pressure starts.
-    assert policy.admit("10.2.0.1", 0.0)
-    assert policy.admit("10.2.0.2", 20.0)  # too recent to count as known
-    t = 20.0
-    # A flood of first-time (spoofed) sources takes only the half they may spend.
+    policy = InboundPolicy(reply_rate=100, reply_burst=100, stranger_rate=10, stranger_burst=10,
+                           trusted=table.__contains__)
+    # A known source: 12 s of traffic without a silence over the gap.
+    t = 0.0
+    while t < 12.0:
+        assert policy.admit("10.2.0.1", t)
+        t += 1.0
+    # A sporadic one: seen 10 s apart, no sustained history.
+    assert policy.admit("10.2.0.2", 0.0) and policy.admit("10.2.0.2", 10.0)
+    policy.verified("10.3.0.1", 5.0)  # it answered one of our queries
+    t = 12.0
+    assert policy.is_known("10.2.0.1", t) and not policy.is_known("10.2.0.2", t)
+    assert policy.is_verified("10.3.0.1") and not policy.is_verified("10.2.0.1")
+    # A flood of first-time (spoofed) sources takes only the strangers' budget.
+    before = policy.budget_refused
     new = sum(policy.admit(f"10.9.{i // 250}.{i % 250}", t) for i in range(5_000))
-    assert new == 49
-    assert policy.budget_refused == 5_000 - 49
-    assert not policy.admit("10.2.0.2", t)
-    # The known source still gets the next quarter, and no more.
-    assert spend(policy, "10.2.0.1", t, 100) == 25
-    # The table contact gets what remains.
-    assert spend(policy, "10.1.0.1", t, 100) == 25
+    assert new == 10
+    assert policy.budget_refused - before == 5_000 - 10
+    assert not policy.admit("10.2.0.2", t)  # a stranger too: the strangers' budget is spent
+    # The known source gets the global budget down to its last quarter...
+    assert spend(policy, "10.2.0.1", t, 100) == 100 - 10 - 25
+    # ...and the trusted ones (a table contact, an IP that answered us) the rest.
+    assert spend(policy, "10.3.0.1", t, 10) == 10
+    assert spend(policy, "10.1.0.1", t, 100) == 15
     assert policy.reply_tokens(t) < 1
     # One second later the budget is whole again: at most 100 a second in all.
     assert policy.reply_tokens(t + 1.0) == 100
+
+
+def test_strangers_that_come_back_share_a_small_budget() -> None:
+    """A forged source used every 10 s is served from the strangers' budget,
+    however long the flood lasts and whatever the global budget holds."""
+    policy = InboundPolicy()
+    addresses = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(50_000)]
+    served = 0
+    # 60 s at 5,000 a second, each address every 10 s (what tools/hostile.py sends).
+    for ms in range(60_000):
+        now = ms / 1000
+        for j in range(5):
+            served += policy.admit(addresses[(ms * 5 + j) % 50_000], now)
+    stranger_budget = policy.strangers.burst + 60 * policy.strangers.rate
+    assert stranger_budget - 5 <= served <= stranger_budget + 1
+    assert served < 60 * policy.reply_rate / 2  # type: ignore[operator]
+    assert not any(policy.is_known(ip, 60.0) for ip in addresses[:1000])
+
+
+def test_a_sustained_source_earns_its_place_beside_a_spoofed_flood() -> None:
+    """A heavy client that first shows up during a spoofed flood (so is a
+    stranger) is served in full once its traffic has been sustained for
+    ``known_after`` seconds; a gap longer than ``known_max_gap`` starts it over."""
+    policy = InboundPolicy(known_after=10.0, known_max_gap=2.0)
+    rng = random.Random(0)
+    answered: list[bool] = []
+    honest_at = 5.0 + rng.random() * 0.05  # 20 a second from t = 5 s, at random instants
+    for i in range(200_000):  # 40 s at 5,000 a second, never the same source twice
+        now = (i + rng.random()) / 5000
+        while honest_at <= now:
+            answered.append(policy.admit("10.200.0.1", honest_at))
+            honest_at = 5.0 + len(answered) * 0.05 + rng.random() * 0.05
+        policy.admit(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", now)
+    assert not all(answered[:40])  # a stranger at first
+    assert all(answered[-(20 * 15):])  # known, and served in full, for the last 15 s
+    assert policy.is_known("10.200.0.1", 40.0)
+    # Silent for longer than the gap: it starts over as a stranger.
+    policy.admit("10.200.0.1", 43.0)
+    assert not policy.is_known("10.200.0.1", 43.0)
+
+
+def test_an_ip_that_answered_us_is_trusted_until_it_floods() -> None:
+    policy = InboundPolicy(reply_rate=100, reply_burst=100, stranger_rate=1, stranger_burst=1, rate=10, burst=20)
+    spend(policy, "10.9.0.1", 0.0, 1)  # the strangers' budget is spent
+    assert not policy.admit("10.4.0.1", 0.0)
+    policy.verified("10.4.0.1", 0.0)
+    assert spend(policy, "10.4.0.1", 0.0, 20) == 20
+    # It floods: banned, and no longer verified when the ban ends.
+    assert not policy.admit("10.4.0.1", 0.0)
+    assert policy.banned("10.4.0.1", 1.0) and not policy.is_verified("10.4.0.1")
+    policy.verified("10.4.0.1", 1.0)  # a reply during the ban changes nothing
+    assert not policy.is_verified("10.4.0.1")
+    later = policy.ban_seconds + 1.0
+    assert spend(policy, "10.9.0.2", later, 1) == 1  # (the strangers' budget is spent again)
+    assert not policy.admit("10.4.0.1", later)  # a stranger again
 
 
 def test_a_spoofed_flood_cannot_crowd_out_a_table_contact() -> None:
@@ -111,8 +176,8 @@ def test_a_spoofed_flood_cannot_crowd_out_a_table_contact() -> None:
     assert honest == sent == 200
     # Refused first-time sources were not remembered: they push no one out of the map.
     assert len(policy) <= spoofed + 1 < 20_000
-    # The node handled no more than its global budget from the spoofed sources.
-    assert spoofed <= policy.reply_burst + 10 * policy.reply_rate  # type: ignore[operator]
+    # The node handled no more than the strangers' budget from the spoofed sources.
+    assert spoofed <= policy.strangers.burst + 10 * policy.strangers.rate
 
 
 def test_memory_is_bounded_and_the_least_recently_seen_ip_goes_first() -> None:
@@ -140,6 +205,10 @@ def test_memory_is_bounded_and_the_least_recently_seen_ip_goes_first() -> None:
         {"reply_burst": 0},
         {"new_reserve": 1.0},
         {"new_reserve": 0.2, "known_reserve": 0.3},
+        {"stranger_rate": 0},
+        {"stranger_burst": 0.5},
+        {"known_max_gap": 0},
+        {"known_after": -1},
     ],
 )
 def test_nonsense_settings_are_refused(kwargs: dict[str, float]) -> None:

@@ -302,7 +302,8 @@ def report(f: Figures) -> None:
     print(f"  node CPU                    {f.cpu_seconds:.2f} s = {f.cpu_us_per_datagram:.1f} us per datagram")
     print(f"  node counters               dropped unread {s.get('queries_rate_limited', '?')}, "
           f"replies {s.get('replies_sent', '?')}, errors sent {s.get('errors_sent', '?')}, "
-          f"malformed {s.get('malformed', '?')}, stored peers {s.get('stored_peers', '?')}, "
+          f"malformed {s.get('malformed', '?')}, queries (pings) sent {s.get('queries_sent', '?')}, "
+          f"stored peers {s.get('stored_peers', '?')}, "
           f"table {s.get('table_size', '?')}", flush=True)
 
 

@@ -99,6 +99,7 @@ from .peer_store import DEFAULT_MAX_INFOHASHES_PER_IP, DEFAULT_MAX_VALUES_PER_RE
 from .rate_limit import (
     DEFAULT_BAN_SECONDS,
     DEFAULT_KNOWN_AFTER,
+    DEFAULT_KNOWN_MAX_GAP,
     DEFAULT_KNOWN_SOURCE_RESERVE,
     DEFAULT_MAX_TRACKED,
     DEFAULT_NEW_SOURCE_RESERVE,
@@ -106,7 +107,10 @@ from .rate_limit import (
     DEFAULT_QUERY_RATE,
     DEFAULT_REPLY_BURST,
     DEFAULT_REPLY_RATE,
+    DEFAULT_STRANGER_BURST,
+    DEFAULT_STRANGER_RATE,
     InboundPolicy,
+    TokenBucket,
 )
 from .routing_table import Outcome, RoutingTable
 from .rtt import RttEstimator
@@ -137,6 +141,11 @@ DEFAULT_MAX_SAMPLES: Final = 20
 #: Verification/eviction pings we may send per second (a token bucket), so a flood of
 #: strangers querying us cannot make us flood the network with pings.
 DEFAULT_PING_RATE: Final = 50.0
+#: Of those, verification pings a second to queriers we have not verified. A query
+#: can carry any source address, so these are the pings a flood with forged
+#: sources could make us send (to its victims); 10 a second still lets queriers
+#: that come back into a table with room within seconds.
+DEFAULT_QUERIER_PING_RATE: Final = 10.0
 #: How many verification pings may be pending at once.
 DEFAULT_MAX_PENDING_PINGS: Final = 256
 #: Seconds between sweeps of expired peers.
@@ -199,6 +208,12 @@ class NodeConfig:
     """BEP 51 infohashes per reply."""
     ping_rate: float = DEFAULT_PING_RATE
     """Verification and eviction pings per second."""
+    querier_ping_rate: float = DEFAULT_QUERIER_PING_RATE
+    """Verification pings per second (within :attr:`ping_rate`) to queriers not
+    yet in our table: the only pings a stranger's query can make us send, so a
+    flood with forged sources makes us ping its victims at this rate at most.
+    A querier over it is not pinged (nor queued); it gets another chance when
+    it queries again."""
     max_pending_pings: int = DEFAULT_MAX_PENDING_PINGS
     """Verification pings in flight at once, and queued beyond the budget."""
     query_rate_per_ip: float | None = DEFAULT_QUERY_RATE
@@ -216,20 +231,34 @@ class NodeConfig:
     """Source IPs whose budgets are remembered; the least recently seen is forgotten
     first (O(1)) and comes back as a first-time source."""
     reply_rate: float | None = DEFAULT_REPLY_RATE
-    """Datagrams per second the node handles from strangers in all, so that a
-    flood from any number of (spoofed) sources cannot make us a reflector.
-    ``None``: no global budget (the per-IP one still applies)."""
+    """Datagrams per second the node handles from all sources together (replies
+    to our own queries aside), served by trust: routing-table contacts and IPs
+    that answered our queries first, then known sources, then strangers (see
+    :mod:`mainline_dht.core.rate_limit`). ``None``: no global budget and no
+    strangers' budget (the per-IP one still applies)."""
     reply_burst: float = DEFAULT_REPLY_BURST
     """Size of the global budget (datagrams handled in a row)."""
+    stranger_reply_rate: float = DEFAULT_STRANGER_RATE
+    """Datagrams per second the node handles from strangers together: sources
+    neither in our table, nor verified (they answered one of our queries), nor
+    known (:attr:`known_source_after`). A datagram with a forged source is
+    always a stranger's, so this bounds what a spoofed flood can make us
+    reflect, and the CPU it costs."""
+    stranger_reply_burst: float = DEFAULT_STRANGER_BURST
+    """Size of the strangers' budget (datagrams handled in a row)."""
     new_source_reserve: float = DEFAULT_NEW_SOURCE_RESERVE
-    """Share of the global budget that first-time sources may not spend: under
-    pressure they are served after sources with a history."""
+    """Share of the global budget that strangers may not spend: under pressure
+    they are served after trusted and known sources."""
     known_source_reserve: float = DEFAULT_KNOWN_SOURCE_RESERVE
-    """Share of the global budget that only routing-table contacts may spend
-    (sources served before may not): table contacts are served first."""
+    """Share of the global budget that only trusted sources (table contacts, IPs
+    that answered our queries) may spend: they are served first."""
     known_source_after: float = DEFAULT_KNOWN_AFTER
-    """Seconds after it was first served that a source within its budget counts
-    as known (served before first-time sources under pressure)."""
+    """Seconds of sustained traffic within its budget (no silence longer than
+    :attr:`known_source_max_gap`) after which a source counts as known: served
+    before strangers, outside their budget. A heavy client earns it; a forged
+    source address used now and then does not."""
+    known_source_max_gap: float = DEFAULT_KNOWN_MAX_GAP
+    """The longest silence (seconds) that keeps a source's traffic sustained."""
     item_ttl: float = items.DEFAULT_ITEM_TTL
     """BEP 44: seconds a stored item lives unless put again."""
     max_items: int = items.DEFAULT_MAX_ITEMS
@@ -392,6 +421,8 @@ class NodeProtocol:
         self._events: deque[Event] = deque()
         self._ping_tokens = config.ping_rate
         self._ping_refill_at = now
+        # Verification pings to queriers (see NodeConfig.querier_ping_rate).
+        self._querier_pings = TokenBucket(config.querier_ping_rate, max(1.0, config.querier_ping_rate), now)
         self._pinging: set[Address] = set()
         self._ping_queue: OrderedDict[Address, Contact] = OrderedDict()
         self._next_peer_sweep = now + PEER_EXPIRY_SWEEP
@@ -420,9 +451,12 @@ class NodeProtocol:
                 max_tracked=config.max_tracked_sources,
                 reply_rate=config.reply_rate,
                 reply_burst=config.reply_burst,
+                stranger_rate=config.stranger_reply_rate,
+                stranger_burst=config.stranger_reply_burst,
                 new_reserve=config.new_source_reserve,
                 known_reserve=config.known_source_reserve,
                 known_after=config.known_source_after,
+                known_max_gap=config.known_source_max_gap,
                 trusted=self._ip_in_table,
                 now=now,
             )
@@ -796,6 +830,8 @@ class NodeProtocol:
             self.stats.unexpected_responses += 1
             return
         self.stats.responses_received += 1
+        if self.query_limiter is not None:
+            self.query_limiter.verified(addr[0], now)  # it received our transaction ID: not spoofed
         if msg.ip is not None and family_of(msg.ip[0]) == self.family:
             # BEP 42 per family: only an address of this overlay's family votes.
             self.reported_addresses.append(msg.ip)
@@ -828,6 +864,8 @@ class NodeProtocol:
             self.stats.unexpected_responses += 1
             return
         self.stats.errors_received += 1
+        if self.query_limiter is not None:
+            self.query_limiter.verified(addr[0], now)
         if pending.internal:
             self._pinging.discard(addr)
         elif pending.owner is not None:
@@ -864,7 +902,14 @@ class NodeProtocol:
     # --- routing-table upkeep -------------------------------------------------------
 
     def _learn(
-        self, contact: Contact, now: float, *, responded: bool, read_only: bool = False, rtt: float | None = None
+        self,
+        contact: Contact,
+        now: float,
+        *,
+        responded: bool,
+        read_only: bool = False,
+        rtt: float | None = None,
+        querier: bool = False,
     ) -> None:
         if contact.addr in self.router_addresses:
             return  # BEP 5: bootstrap routers never enter the routing table
@@ -872,7 +917,13 @@ class NodeProtocol:
             return  # BEP 32: the other family's overlay has its own table
         result = self.table.heard_from(contact, now, responded=responded, read_only=read_only, rtt=rtt)
         if result.outcome is Outcome.VERIFY:
-            self._ping(contact, now)
+            if not querier:
+                self._ping(contact, now)
+            elif self._querier_pings.take(now):
+                # Its source address may be forged: pinged within the querier budget only.
+                self._ping(contact, now)
+            else:
+                self.stats.pings_rate_limited += 1
         for questionable in result.ping:
             self._ping(questionable, now)
 
@@ -1137,7 +1188,7 @@ class NodeProtocol:
             if len(memo) >= QUERIER_MEMO_MAX:
                 memo.clear()
             memo[key] = now
-        self._learn(Contact(sender_id, addr), now, responded=False, read_only=read_only)
+        self._learn(Contact(sender_id, addr), now, responded=False, read_only=read_only, querier=True)
 
     def _packed_nodes(self, target: bytes, count: int, table: RoutingTable | None = None) -> bytes:
         """Compact node info (BEP 5, BEP 32) of the ``count`` contacts of ``table``

@@ -2,9 +2,10 @@
 
 A DHT node answers strangers, so one host can make it work (and send) as fast
 as that host can send, or aim a stream of queries with a forged source address
-at a victim and let our replies, several times larger, do the flooding. Two
-budgets bound both, and both are decided from the source IP alone, *before* the
-datagram is decoded, so a flood costs one dictionary lookup per datagram:
+at a victim and let our replies, several times larger, do the flooding. The
+budgets below bound both, and they are decided from the source IP alone,
+*before* the datagram is decoded, so a flood costs one dictionary lookup per
+datagram:
 
 * **Per source IP**, a token bucket that refills at ``rate`` datagrams a second
   up to ``burst``. A source that empties it is flooding, well above anything a
@@ -12,16 +13,32 @@ datagram is decoded, so a flood costs one dictionary lookup per datagram:
   for 5 minutes too). ``rate`` is set well above what a busy honest source
   sends: a client running many lookups through one node, or many users behind
   one NAT or CGNAT address, reach 20 queries a second; they are never refused.
-* **Globally**, a token bucket of replies a second (``reply_rate``). It makes
-  the node useless as a reflector whatever the number of (spoofed) sources.
-  Under pressure the sources are served in order of trust: those in our
-  routing table first (they answered our queries from that address, which a
-  spoofer cannot do), then sources with a history: first served at least
-  ``known_after`` seconds ago and within their budget since (their bucket at
-  least half full: a flooder's drains within seconds), and first-time sources
-  and sources near their limit last. First-time sources may not spend the last
-  ``new_reserve`` share of the global bucket, known sources not the last
-  ``known_reserve``; table contacts may spend it all.
+* **Globally**, a token bucket of replies a second (``reply_rate``). It bounds
+  what the node handles, and so what it can be made to send, whatever the
+  number of sources. Sources are served in order of trust, by what a spoofer
+  cannot fake cheaply:
+
+  1. **trusted**: in our routing table (``trusted``), or an IP that answered
+     one of our queries (:meth:`InboundPolicy.verified`; the protocol reports
+     it). Both received a transaction ID we sent to that address, which a
+     datagram with a forged source never does. They may spend the whole global
+     bucket.
+  2. **known**: a sustained history within budget: the source has sent at
+     least one datagram every ``known_max_gap`` seconds for ``known_after``
+     seconds, without going near its limit (its bucket at least half full).
+     A heavy honest client (20 a second) or a read-only one (BEP 43, which
+     answers no ping) earns it in seconds; a spoofer must keep every forged
+     address busy to hold it. Known sources may not spend the last
+     ``known_reserve`` share of the global bucket.
+  3. **strangers**: everyone else, first-time sources included. They share a
+     small bucket of their own, ``stranger_rate`` datagrams a second (and may
+     not spend the last ``new_reserve`` share of the global bucket). Under
+     pressure from strangers (more than ``stranger_rate`` a second of them),
+     this is what bounds both the replies reflected towards forged addresses
+     and the CPU a flood of ever-new sources costs; trusted and known sources
+     are not touched by it. A first-time source refused here is not
+     remembered, so a flood of ever-new (spoofed) sources cannot push the
+     sources with a history out of the map.
 
 Replies to our own queries never pass through here: the protocol exempts
 addresses it has queries pending to (see ``NodeProtocol.receive_datagram``).
@@ -31,7 +48,7 @@ Memory is bounded: at most ``max_tracked`` source IPs are remembered (about
 ``OrderedDict``: moving a key to the end and popping the front are O(1), where
 evicting the first key of a plain ``dict`` scans past the tombstones that
 earlier deletions left (15 us per new source at 65,536 tracked IPs, measured).
-A forgotten source starts again as first-time, which is the least trusted.
+A forgotten source starts again as a first-time stranger, the least trusted.
 
 Pure: no trio, socket, time or os. Time comes in as ``now`` (seconds).
 """
@@ -49,11 +66,15 @@ __all__ = [
     "DEFAULT_MAX_TRACKED",
     "DEFAULT_REPLY_RATE",
     "DEFAULT_REPLY_BURST",
+    "DEFAULT_STRANGER_RATE",
+    "DEFAULT_STRANGER_BURST",
     "DEFAULT_NEW_SOURCE_RESERVE",
     "DEFAULT_KNOWN_AFTER",
+    "DEFAULT_KNOWN_MAX_GAP",
     "DEFAULT_KNOWN_SOURCE_RESERVE",
     "InboundPolicy",
     "QueryRateLimiter",
+    "TokenBucket",
 ]
 
 #: Datagrams a second one source IP may send us, sustained. Honest heavy sources
@@ -66,29 +87,40 @@ DEFAULT_QUERY_BURST: Final = 150.0
 DEFAULT_BAN_SECONDS: Final = 300.0
 #: Source IPs remembered at once (about 250 bytes each: ~4 MB).
 DEFAULT_MAX_TRACKED: Final = 16384
-#: Datagrams a second the node reads (and so at most answers) from strangers in
+#: Datagrams a second the node reads (and so at most answers) from sources in
 #: all. A public node sees tens to a few hundred queries a second; 500 replies of
-#: ~300 bytes are ~150 kB/s, the most a spoofed flood can make us reflect
-#: (libtorrent caps all its DHT replies at 8 kB/s, ``dht_upload_rate_limit``).
-#: It also bounds the CPU a flood from ever-new sources costs: a refused datagram
-#: is never decoded (tools/hostile.py: a spoofed flood then costs about what a
-#: flood from a few banned sources does).
+#: ~300 bytes are ~150 kB/s (libtorrent caps all its DHT replies at 8 kB/s,
+#: ``dht_upload_rate_limit``).
 DEFAULT_REPLY_RATE: Final = 500.0
 #: Datagrams the global budget allows in a row (two seconds' worth).
 DEFAULT_REPLY_BURST: Final = 1000.0
-#: Seconds since a source was first served before it counts as known.
+#: Datagrams a second the node reads from strangers (sources neither trusted nor
+#: known) in all. 100 replies of ~300 bytes are ~30 kB/s: the most a flood with
+#: forged sources can make us reflect, still above libtorrent's cap on all its
+#: replies. It also bounds the CPU such a flood costs: a refused datagram is
+#: never decoded (tools/hostile.py measures both floods).
+DEFAULT_STRANGER_RATE: Final = 100.0
+#: Datagrams strangers may send in a row (two seconds' worth).
+DEFAULT_STRANGER_BURST: Final = 200.0
+#: Seconds of sustained traffic within budget after which a source counts as known.
 DEFAULT_KNOWN_AFTER: Final = 10.0
-#: Share of the global budget first-time sources may not spend.
+#: The longest silence (seconds) that does not break a source's sustained
+#: history: a client at 20 a second never comes near it; a forged address
+#: used once in a while never keeps one.
+DEFAULT_KNOWN_MAX_GAP: Final = 2.0
+#: Share of the global budget strangers may not spend.
 DEFAULT_NEW_SOURCE_RESERVE: Final = 0.5
-#: Share of the global budget sources we served before may not spend (only
-#: routing-table contacts may).
+#: Share of the global budget known sources may not spend (only trusted ones may).
 DEFAULT_KNOWN_SOURCE_RESERVE: Final = 0.25
 
 # Fields of a tracked source (a list, the cheapest mutable record in CPython).
 _TOKENS: Final = 0
 _SEEN: Final = 1
 _BANNED_UNTIL: Final = 2
-_FIRST_SERVED: Final = 3
+#: When the current run of traffic without a gap over known_max_gap began.
+_STREAK: Final = 3
+#: 1.0 once the IP answered one of our queries (0.0 before, and after a ban).
+_VERIFIED: Final = 4
 
 
 _INF: Final = float("inf")
@@ -98,20 +130,64 @@ def _never(ip: str) -> bool:
     return False
 
 
+class TokenBucket:
+    """A token bucket: ``rate`` tokens a second, at most ``burst``, starting full. O(1).
+
+    Args:
+        rate: tokens added per second (> 0).
+        burst: the bucket's size (>= 1).
+        now: the time it starts at (seconds).
+
+    Raises:
+        ValueError: a setting is out of range.
+    """
+
+    __slots__ = ("rate", "burst", "_tokens", "_at")
+
+    def __init__(self, rate: float, burst: float, now: float = 0.0) -> None:
+        if not rate > 0 or not burst >= 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self._tokens = self.burst
+        self._at = now
+
+    def tokens(self, now: float) -> float:
+        """The tokens at ``now`` (brought up to date; a clock that steps back refills nothing)."""
+        elapsed = now - self._at
+        if elapsed > 0:
+            self._tokens = min(self.burst, self._tokens + elapsed * self.rate)
+            self._at = now
+        return self._tokens
+
+    def take(self, now: float) -> bool:
+        """Spend one token if there is one."""
+        tokens = self.tokens(now)
+        if tokens < 1.0:
+            return False
+        self._tokens = tokens - 1.0
+        return True
+
+
 class InboundPolicy:
-    """Per-source buckets with bans, and one global reply budget served by trust.
+    """Per-source buckets with bans, and a global reply budget served by trust.
 
     Args:
         rate: per-IP tokens (datagrams) added per second.
         burst: per-IP bucket size, and what a new IP starts with.
         ban_seconds: how long a source that emptied its bucket is ignored.
         max_tracked: IPs remembered at once; the least recently seen goes first.
-        reply_rate: global tokens added per second (``None``: no global budget).
+        reply_rate: global tokens added per second (``None``: no global budget,
+            and no strangers' budget either).
         reply_burst: the global bucket's size.
-        new_reserve: share of the global bucket first-time sources may not spend.
+        stranger_rate: tokens added per second to the strangers' bucket.
+        stranger_burst: the strangers' bucket size.
+        new_reserve: share of the global bucket strangers may not spend.
         known_reserve: share of it that only trusted sources may spend.
-        known_after: seconds after its first admission a source within its
-            budget counts as known.
+        known_after: seconds of sustained traffic within budget after which a
+            source counts as known.
+        known_max_gap: the longest silence (seconds) that keeps a source's
+            traffic sustained.
         trusted: whether an IP is established beyond doubt (in our routing table).
 
     Raises:
@@ -129,10 +205,12 @@ class InboundPolicy:
         "_known_floor",
         "_half_burst",
         "known_after",
+        "known_max_gap",
         "_trusted",
         "_sources",
         "_global",
         "_global_at",
+        "strangers",
         "limited",
         "bans",
         "budget_refused",
@@ -147,9 +225,12 @@ class InboundPolicy:
         max_tracked: int = DEFAULT_MAX_TRACKED,
         reply_rate: float | None = DEFAULT_REPLY_RATE,
         reply_burst: float = DEFAULT_REPLY_BURST,
+        stranger_rate: float = DEFAULT_STRANGER_RATE,
+        stranger_burst: float = DEFAULT_STRANGER_BURST,
         new_reserve: float = DEFAULT_NEW_SOURCE_RESERVE,
         known_reserve: float = DEFAULT_KNOWN_SOURCE_RESERVE,
         known_after: float = DEFAULT_KNOWN_AFTER,
+        known_max_gap: float = DEFAULT_KNOWN_MAX_GAP,
         trusted: Callable[[str], bool] | None = None,
         now: float = 0.0,
     ) -> None:
@@ -159,19 +240,24 @@ class InboundPolicy:
             raise ValueError("reply_rate must be > 0 and reply_burst >= 1")
         if not 0 <= known_reserve <= new_reserve < 1:
             raise ValueError("need 0 <= known_reserve <= new_reserve < 1")
+        if not known_after >= 0 or not known_max_gap > 0:
+            raise ValueError("need known_after >= 0 and known_max_gap > 0")
         self.rate = float(rate)
         self.burst = float(burst)
         self.ban_seconds = float(ban_seconds)
         self.max_tracked = max_tracked
         self.reply_rate = reply_rate
         self.reply_burst = float(reply_burst)
-        # Tokens that must remain in the global bucket after a first-time / known source spends one.
+        #: The strangers' own budget (see the module docstring).
+        self.strangers = TokenBucket(stranger_rate, stranger_burst, now)
+        # Tokens that must remain in the global bucket after a stranger / known source spends one.
         self._new_floor = new_reserve * self.reply_burst
         self._known_floor = known_reserve * self.reply_burst
         self._half_burst = self.burst / 2
         self.known_after = float(known_after)
+        self.known_max_gap = float(known_max_gap)
         self._trusted = trusted or _never
-        # ip -> [tokens, last seen, banned until, first admitted (inf: never)]; least recently seen first.
+        # ip -> [tokens, last seen, banned until, streak start, verified]; least recently seen first.
         self._sources: OrderedDict[str, list[float]] = OrderedDict()
         self._global = self.reply_burst
         self._global_at = now
@@ -179,7 +265,7 @@ class InboundPolicy:
         self.limited = 0
         #: Times a source emptied its bucket and was banned.
         self.bans = 0
-        #: Datagrams refused by the global reply budget.
+        #: Datagrams refused by the global or the strangers' budget.
         self.budget_refused = 0
 
     def __len__(self) -> int:
@@ -196,17 +282,17 @@ class InboundPolicy:
         sources = self._sources
         entry = sources.get(ip)
         if entry is None:
-            if self.reply_rate is not None:
-                g = self._refill(now)
-                if g - 1.0 < self._new_floor and not self._trusted(ip):
-                    # Under pressure a first-time source is refused without being
-                    # remembered: a flood of ever-new (spoofed) sources cannot push
-                    # the sources with a history out of the map.
-                    self.budget_refused += 1
-                    return False
+            if self.reply_rate is not None and (
+                self._refill(now) - 1.0 < self._new_floor or self.strangers.tokens(now) < 1.0
+            ) and not self._trusted(ip):
+                # A first-time stranger refused is not remembered: a flood of
+                # ever-new (spoofed) sources cannot push the sources with a
+                # history out of the map.
+                self.budget_refused += 1
+                return False
             if len(sources) >= self.max_tracked:
                 sources.popitem(last=False)
-            entry = sources[ip] = [self.burst, now, 0.0, _INF]
+            entry = sources[ip] = [self.burst, now, 0.0, now, 0.0]
             tokens = self.burst
         else:
             sources.move_to_end(ip)
@@ -216,35 +302,61 @@ class InboundPolicy:
             elapsed = now - entry[_SEEN]
             tokens = entry[_TOKENS]
             if elapsed > 0:  # (a clock that steps back refills nothing)
+                if elapsed > self.known_max_gap:
+                    entry[_STREAK] = now  # a silence: its sustained history starts again
                 tokens = min(self.burst, tokens + elapsed * self.rate)
                 entry[_SEEN] = now
         if tokens < 1.0:
             entry[_TOKENS] = self.burst  # the state it comes back to when the ban ends
             entry[_BANNED_UNTIL] = now + self.ban_seconds
-            entry[_FIRST_SERVED] = _INF  # its history is gone
+            entry[_VERIFIED] = 0.0  # a flooder earns its trust again
             self.bans += 1
             self.limited += 1
             return False
         entry[_TOKENS] = tokens - 1.0
-        if self.reply_rate is not None:
-            g = self._refill(now) - 1.0
-            if g < self._new_floor:  # under pressure: serve by trust
-                if g < 0.0:
-                    floor = 0.0
-                elif self._trusted(ip):
-                    floor = 0.0
-                elif now - entry[_FIRST_SERVED] >= self.known_after and tokens >= self._half_burst:
-                    floor = self._known_floor
-                else:
-                    floor = self._new_floor
-                if g < floor:
-                    self._global = g + 1.0
-                    self.budget_refused += 1
-                    return False
+        if self.reply_rate is None:
+            return True
+        g = self._refill(now) - 1.0
+        if entry[_VERIFIED]:
+            floor = 0.0
+        elif now - entry[_STREAK] >= self.known_after and tokens >= self._half_burst:
+            floor = self._known_floor
+        elif self._trusted(ip):
+            floor = 0.0
+        else:  # a stranger: its own small budget, and not the global reserve
+            if g < self._new_floor or not self.strangers.take(now):
+                self.budget_refused += 1
+                return False
             self._global = g
-        if entry[_FIRST_SERVED] == _INF:
-            entry[_FIRST_SERVED] = now
+            return True
+        if g < floor:
+            self.budget_refused += 1
+            return False
+        self._global = g
         return True
+
+    def verified(self, ip: str, now: float) -> None:
+        """Record that ``ip`` answered one of our queries: it is return-routable,
+        and is trusted from now on (until it floods, or is forgotten)."""
+        entry = self._sources.get(ip)
+        if entry is None:
+            if len(self._sources) >= self.max_tracked:
+                self._sources.popitem(last=False)
+            self._sources[ip] = [self.burst, now, 0.0, now, 1.0]
+        elif entry[_BANNED_UNTIL] <= now:
+            entry[_VERIFIED] = 1.0
+
+    def is_verified(self, ip: str) -> bool:
+        """Whether ``ip`` answered one of our queries since it was last banned or forgotten."""
+        entry = self._sources.get(ip)
+        return entry is not None and entry[_VERIFIED] != 0.0
+
+    def is_known(self, ip: str, now: float) -> bool:
+        """Whether ``ip`` has a sustained history within budget at ``now`` (see the module docstring)."""
+        entry = self._sources.get(ip)
+        if entry is None or entry[_BANNED_UNTIL] > now or now - entry[_SEEN] > self.known_max_gap:
+            return False
+        return now - entry[_STREAK] >= self.known_after and self.tokens(ip, now) >= self._half_burst
 
     def _refill(self, now: float) -> float:
         """Bring the global bucket up to ``now``; return its tokens."""

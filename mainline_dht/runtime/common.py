@@ -66,8 +66,9 @@ class NodeStats:
         infohashes, stored_peers: the peer store's contents.
         announces_accepted: valid ``announce_peer`` queries received.
         queries_rate_limited: datagrams dropped unread because their source IP
-            was over its budget or banned, or the global reply budget was spent
-            (``NodeConfig.query_rate_per_ip``, ``NodeConfig.reply_rate``).
+            was over its budget or banned, or the global or strangers' budget was
+            spent (``NodeConfig.query_rate_per_ip``, ``NodeConfig.reply_rate``,
+            ``NodeConfig.stranger_reply_rate``).
         internal_errors: datagrams whose handling raised (a bug; the node carried on).
         callback_errors: exceptions raised by user callbacks such as
             :meth:`DHTNode.on_peer_announced` (the node carried on).
