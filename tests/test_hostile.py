@@ -99,7 +99,7 @@ def test_replies_to_our_queries_get_through_a_ban_and_a_spent_budget() -> None:
 
 def test_a_spoofed_flood_is_not_reflected_and_table_contacts_are_served_first() -> None:
     cfg = NodeConfig(reply_rate=200, reply_burst=200, stranger_reply_rate=20, stranger_reply_burst=20,
-                     querier_ping_rate=4)
+                     querier_ping_rate=4, querier_ping_burst=4)
     core = make_core("s", config=cfg)
     honest = Contact(b"\x33" * 20, ("10.1.2.3", 6881))
     core.table.heard_from(honest, 0.0, responded=True)
@@ -176,6 +176,7 @@ def test_the_limits_are_named_config_fields() -> None:
         known_source_after=31,
         known_source_max_gap=37,
         querier_ping_rate=41,
+        querier_ping_burst=43,
     )
     core = make_core("s", config=cfg)
     limiter = core.query_limiter
@@ -184,7 +185,7 @@ def test_the_limits_are_named_config_fields() -> None:
     assert (limiter.reply_rate, limiter.reply_burst) == (17, 19)
     assert (limiter.strangers.rate, limiter.strangers.burst) == (23, 29)
     assert (limiter.known_after, limiter.known_max_gap) == (31, 37)
-    assert core._querier_pings.rate == 41
+    assert (core._querier_pings.rate, core._querier_pings.burst) == (41, 43)
 
 
 def test_has_ip_follows_the_table() -> None:

@@ -146,6 +146,9 @@ DEFAULT_PING_RATE: Final = 50.0
 #: sources could make us send (to its victims); 10 a second still lets queriers
 #: that come back into a table with room within seconds.
 DEFAULT_QUERIER_PING_RATE: Final = 10.0
+#: Verification pings to queriers in a row (5 s worth): the nodes of a network
+#: that starts together all query their first contact at once.
+DEFAULT_QUERIER_PING_BURST: Final = 50.0
 #: How many verification pings may be pending at once.
 DEFAULT_MAX_PENDING_PINGS: Final = 256
 #: Seconds between sweeps of expired peers.
@@ -214,6 +217,8 @@ class NodeConfig:
     flood with forged sources makes us ping its victims at this rate at most.
     A querier over it is not pinged (nor queued); it gets another chance when
     it queries again."""
+    querier_ping_burst: float = DEFAULT_QUERIER_PING_BURST
+    """Verification pings to queriers in a row (the size of that budget)."""
     max_pending_pings: int = DEFAULT_MAX_PENDING_PINGS
     """Verification pings in flight at once, and queued beyond the budget."""
     query_rate_per_ip: float | None = DEFAULT_QUERY_RATE
@@ -422,7 +427,7 @@ class NodeProtocol:
         self._ping_tokens = config.ping_rate
         self._ping_refill_at = now
         # Verification pings to queriers (see NodeConfig.querier_ping_rate).
-        self._querier_pings = TokenBucket(config.querier_ping_rate, max(1.0, config.querier_ping_rate), now)
+        self._querier_pings = TokenBucket(config.querier_ping_rate, config.querier_ping_burst, now)
         self._pinging: set[Address] = set()
         self._ping_queue: OrderedDict[Address, Contact] = OrderedDict()
         self._next_peer_sweep = now + PEER_EXPIRY_SWEEP
