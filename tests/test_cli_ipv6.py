@@ -88,10 +88,10 @@ def test_bind_takes_one_address_per_family(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_node_status_shows_both_overlays(net6: Net6) -> None:
-    proc = _spawn("node", "--bind", "127.0.70.9:0", "--bind", "[::1]:0", "--bootstrap", _v6(net6.bootstrap),
+    proc = _spawn("node", "--bind", "127.0.67.9:0", "--bind", "[::1]:0", "--bootstrap", _v6(net6.bootstrap),
                   "--no-state", "--status-interval", "0.2")
     banner = _read_line(proc.stdout, 20)
-    assert "on UDP 127.0.70.9:" in banner and " and [::1]:" in banner
+    assert "on UDP 127.0.67.9:" in banner and " and [::1]:" in banner
     line = ""
     for _ in range(100):  # status lines until the IPv6 overlay has joined
         line = _read_line(proc.stdout, 20)
@@ -122,11 +122,11 @@ def test_demo_ipv6_finds_every_announced_peer(capsys: pytest.CaptureFixture[str]
 
 
 def test_node_json_reports_each_overlay(net6: Net6) -> None:
-    proc = _spawn("node", "--bind", "127.0.70.10:0", "--bind", "[::1]:0", "--bootstrap", _v6(net6.bootstrap),
+    proc = _spawn("node", "--bind", "127.0.67.10:0", "--bind", "[::1]:0", "--bootstrap", _v6(net6.bootstrap),
                   "--no-state", "--json", "--status-interval", "0.2")
     started = json.loads(_read_line(proc.stdout, 20))
     assert started["event"] == "started" and len(started["addresses"]) == 2
-    assert started["addresses"][0].startswith("127.0.70.10:") and started["addresses"][1].startswith("[::1]:")
+    assert started["addresses"][0].startswith("127.0.67.10:") and started["addresses"][1].startswith("[::1]:")
     status: dict[str, object] = {}
     for _ in range(100):
         status = json.loads(_read_line(proc.stdout, 20))

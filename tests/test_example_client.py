@@ -1,5 +1,5 @@
 """tools/example_client.py, the client-shaped program on mainline_dht.blocking, run
-briefly against a loopback network (127.0.84.x, free ports): it finds the peer
+briefly against a loopback network (127.0.87.x, free ports): it finds the peer
 announced for the infohash it wants, and the network finds it as a peer of the
 infohash it seeds.
 """
@@ -23,7 +23,7 @@ SEED = hashlib.sha1(b"example client test: seed").digest()
 
 
 def test_example_client_finds_the_peer_and_is_found(tmp_path: Path) -> None:
-    with local_network_thread(20, base=("127.0.84.1", 0), seed=84) as net:
+    with local_network_thread(20, base=("127.0.87.1", 0), seed=84) as net:
         seeder = net.net.nodes[3]
         assert net.announce(3, WANT, 45000) > 0
         host, port = net.bootstrap_address

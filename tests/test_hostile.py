@@ -435,7 +435,7 @@ def test_terminal_safe_escapes_what_a_terminal_would_act_on() -> None:
 
 def test_ping_escapes_the_remote_error_text(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as evil:
-        evil.bind(("127.0.71.99", 0))
+        evil.bind(("127.0.68.99", 0))
         evil.settimeout(10)
 
         def answer() -> None:
@@ -448,7 +448,7 @@ def test_ping_escapes_the_remote_error_text(capsys: pytest.CaptureFixture[str]) 
 
         thread = threading.Thread(target=answer)
         thread.start()
-        code = cli.main(["ping", f"127.0.71.99:{evil.getsockname()[1]}", "--timeout", "5"])
+        code = cli.main(["ping", f"127.0.68.99:{evil.getsockname()[1]}", "--timeout", "5"])
         thread.join()
     out, err = capsys.readouterr()
     assert code == cli.EXIT_ERROR

@@ -148,17 +148,17 @@ async def test_libtorrent_finds_the_peer_we_announce_over_ipv6(swarm6: Libtorren
 
 
 async def test_a_dual_stack_lookup_finds_peers_of_both_libtorrent_overlays() -> None:
-    """A dual-stack libtorrent swarm (127.0.64.x and [::1]); libtorrent announces in
+    """A dual-stack libtorrent swarm (127.0.66.x and [::1]); libtorrent announces in
     both of its DHTs, and our dual-stack ``peers`` finds the peer in each family."""
     ih = _ih("dual")
-    with start_swarm(SWARM, first_ip="127.0.64.1", port=0, ipv6_port=0, seed=64) as sw:
+    with start_swarm(SWARM, first_ip="127.0.66.1", port=0, ipv6_port=0, seed=64) as sw:
         await _lt(sw.wait_for_tables, SWARM, 10.0)
         with trio.fail_after(TEST_DEADLINE):
             assert await _lt(sw.announce, 7, ih, 6007) > 0
             boot4, boot6 = sw.addresses[0], sw.addresses6[0]
             lines = await _cli_peers(
                 ih, "--bootstrap", f"{boot4[0]}:{boot4[1]}", "--bootstrap", f"[{boot6[0]}]:{boot6[1]}",
-                "--bind", "127.0.64.200:0", "--bind", "[::1]:0",
+                "--bind", "127.0.66.200:0", "--bind", "[::1]:0",
             )  # fmt: skip
     peers = sorted((e["ip"], e["port"]) for e in lines if e["event"] == "peer")
-    assert peers == sorted([("127.0.64.8", 6007), ("::1", 6007)])
+    assert peers == sorted([("127.0.66.8", 6007), ("::1", 6007)])

@@ -8,7 +8,7 @@ The hybrid and v2 torrents are fetched from ``btmh`` magnets, so the dictionary
 is checked with SHA-256.
 
 Needs libtorrent (a test dependency): without it these tests fail, they do not skip.
-Network rules: loopback only (127.0.76.x), free ports.
+Network rules: loopback only (127.0.86.x), free ports.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     hybrid = make_torrent(root, "hybrid \u00e9t\u00e9", _files(rng, {"x/one.bin": 30_000, "two.bin": 20_000}),
                           kind="hybrid")
     v2 = make_torrent(root, "only v2", _files(rng, {"p.bin": 17_000, "q/r.bin": 33_000}), kind="v2")
-    with start_seed_swarm(SESSIONS, first_ip="127.0.76.1", seed=76) as swarm:
+    with start_seed_swarm(SESSIONS, first_ip="127.0.86.1", seed=76) as swarm:
         swarm.wait_for_tables(min_nodes=SESSIONS - 1, timeout=10.0)
         v1_seeds = [seed(swarm, 1, v1), seed(swarm, 2, v1)]
         hybrid_seed = [seed(swarm, 3, hybrid)]
