@@ -32,6 +32,25 @@ settings.register_profile("soak", deadline=None, max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "project"))
 
 
+#: The test files that take longest (tens of seconds each), longest first. The suite runs
+#: on two workers that take whole files in collection order (pyproject: -n 2 --dist
+#: loadfile); handing these out first keeps one worker from starting a long file while
+#: the other has nothing left. Only the order changes; other files keep theirs.
+LONGEST_FIRST = (
+    "test_fleet.py",
+    "test_simulation.py",
+    "test_simulation_adversarial.py",
+    "test_crawl_sim.py",
+    "test_readme.py",
+    "test_node_memory.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 @pytest.fixture(autouse=True)
 def _reset_cli_logging() -> Iterator[None]:
     """Drop the stderr handler ``main`` installs (it points at this test's captured stderr)."""
