@@ -45,18 +45,16 @@ from typing import Any, Final
 from ..core.behaviour import DEFAULT_BOOTSTRAP_TIMEOUT
 from ..core.events import (
     AnnounceFinished,
-    BootstrapDue,
     BootstrapFinished,
     ErrorReceived,
     Event,
+    InfohashQueried,
     LookupFinished,
     LookupPeersFound,
     OperationId,
     PeerAnnounced,
-    QueryTimedOut,
     RefreshFinished,
     ResponseReceived,
-    SaveDue,
     TransactionKey,
 )
 from ..core.lookup import Lookup, LookupStats
@@ -66,7 +64,8 @@ from ..core.routing_table import RoutingTable
 from ..errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
 from ..wire.contact import Address, Contact, family_of
 from ..wire.krpc import FindNode, GetPeers, Ping, Query, ResponseMessage, SampleInfohashes
-from .common import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ErrorLog, NodeStats, bootstrap_error, is_ip_literal, node_stats
+from .common import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ErrorLog, EventDispatch, NodeStats, bootstrap_error, is_ip_literal
+from .common import node_stats
 from .state_file import load_saved_state, save_node_state
 
 __all__ = ["AsyncioNode", "PeerStream", "open_node", "resolve_address"]
@@ -229,7 +228,20 @@ class _UDP(asyncio.DatagramProtocol):
         log.debug("UDP error: %s", exc)
 
 
-class AsyncioNode:
+class _Waiter:
+    """One awaited outcome (a query's reply or an operation's final event), as a future."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.future: asyncio.Future[Event] = loop.create_future()
+
+    def __call__(self, result: Event) -> None:
+        if not self.future.done():  # a cancelled wait leaves its future done
+            self.future.set_result(result)
+
+
+class AsyncioNode(EventDispatch[_Waiter]):
     """A running DHT node on asyncio. Create it with :func:`open_node`."""
 
     def __init__(
@@ -252,12 +264,13 @@ class AsyncioNode:
         self._transport: asyncio.DatagramTransport | None = None
         self._recvfrom: Callable[[int], tuple[bytes, Any]] | None = None
         self._local_address: Address = ("0.0.0.0", 0)
-        self._waiters: dict[TransactionKey, asyncio.Future[Event]] = {}
+        self._waiters: dict[TransactionKey, _Waiter] = {}
         self._ops: dict[OperationId, Callable[[Event], None]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._flush_scheduled = False
         self._announce_callbacks: list[Callable[[PeerAnnounced], None]] = []
+        self._queried_callbacks: list[Callable[[InfohashQueried], None]] = []  # no on_infohash_queried here
         self._routers_resolved = False
         self._resolving: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -340,26 +353,7 @@ class AsyncioNode:
             return
         proto = self.proto
         self._send_queued()
-        while (event := proto.next_event()) is not None:
-            t = type(event)
-            if t is ResponseReceived or t is ErrorReceived or t is QueryTimedOut:
-                fut = self._waiters.pop(event.key, None)  # type: ignore[union-attr]
-                if fut is not None and not fut.done():
-                    fut.set_result(event)
-            elif t is PeerAnnounced:
-                for cb in self._announce_callbacks:
-                    try:
-                        cb(event)  # type: ignore[arg-type]
-                    except Exception:  # the user's bug must not stop the node
-                        self._callback_errors.record(cb)
-            elif t is SaveDue:
-                self.save_state()
-            elif t is BootstrapDue:
-                self._spawn(self._rejoin())
-            elif (op := getattr(event, "op", None)) is not None:
-                handler = self._ops.get(op)
-                if handler is not None:
-                    handler(event)
+        self._dispatch_events()
         self._send_queued()
         t_next = proto.get_timer()
         if t_next is not None and t_next < self._timer_at:
@@ -386,15 +380,10 @@ class AsyncioNode:
         task.add_done_callback(self._tasks.discard)
 
     def _op_future(self, op: OperationId) -> asyncio.Future[Event]:
-        fut: asyncio.Future[Event] = self._loop.create_future()
-
-        def done(event: Event) -> None:
-            if not fut.done():
-                fut.set_result(event)
-
-        self._ops[op] = done
+        waiter = _Waiter(self._loop)
+        self._ops[op] = waiter
         self._transmit()
-        return fut
+        return waiter.future
 
     async def _await_op(self, op: OperationId) -> Event:
         """Wait for the final event of a core operation; abandon it if cancelled."""
@@ -425,8 +414,9 @@ class AsyncioNode:
             LocalProtocolError: too many queries in flight, or a bad address.
         """
         key = self.proto.send_query(query, addr, self._loop.time(), node_id=node_id, timeout=timeout, learn=learn)
-        fut: asyncio.Future[Event] = self._loop.create_future()
-        self._waiters[key] = fut
+        waiter = _Waiter(self._loop)
+        fut = waiter.future
+        self._waiters[key] = waiter
         self._transmit()
         try:
             result = await fut
@@ -567,6 +557,9 @@ class AsyncioNode:
         self.joined.set()
         return result.contacts
 
+    def _rejoin_soon(self) -> None:
+        self._spawn(self._rejoin())
+
     async def _rejoin(self) -> None:
         try:
             await self.bootstrap()
@@ -594,8 +587,8 @@ class AsyncioNode:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for fut in self._waiters.values():
-            fut.cancel()
+        for waiter in self._waiters.values():
+            waiter.future.cancel()
         self._recvfrom = None
         if self._transport is not None:
             self._transport.close()

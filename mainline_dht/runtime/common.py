@@ -1,7 +1,8 @@
 """What every runtime (trio, asyncio) shares and that needs no event loop.
 
 Owns: the default routers and port, :class:`NodeStats` and how it is read from the
-core, the rate-limited log of repeated errors, address parsing, and the text of a :class:`~mainline_dht.errors.BootstrapError`
+core, the rate-limited log of repeated errors, handing the core's events to whoever
+waits for them (:class:`EventDispatch`), address parsing, and the text of a :class:`~mainline_dht.errors.BootstrapError`
 built from the core's :class:`~mainline_dht.core.events.BootstrapFinished`. Imports
 neither trio nor asyncio.
 """
@@ -12,12 +13,25 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Generic, TypeVar
 
-from ..core.events import BootstrapFailure, BootstrapFinished
+from ..core.events import (
+    BootstrapDue,
+    BootstrapFailure,
+    BootstrapFinished,
+    ErrorReceived,
+    Event,
+    InfohashQueried,
+    OperationId,
+    PeerAnnounced,
+    QueryTimedOut,
+    ResponseReceived,
+    SaveDue,
+    TransactionKey,
+)
 from ..core.protocol import NodeProtocol
 from ..core.routing_table import NodeStatus
 from ..errors import BootstrapError
@@ -28,6 +42,7 @@ __all__ = [
     "DEFAULT_PORT",
     "ERROR_LOG_INTERVAL",
     "ErrorLog",
+    "EventDispatch",
     "NodeStats",
     "bootstrap_error",
     "default_state_path",
@@ -149,6 +164,67 @@ class ErrorLog:
         more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
         self._suppressed = 0
         self._log.exception("%s: %s%s", self.what, detail, more)
+
+
+#: What a runtime waits on for a query's outcome: called once with the event.
+W = TypeVar("W", bound=Callable[[Event], None])
+
+
+class EventDispatch(Generic[W]):
+    """Hands the core's events to whoever waits for them: the half of a node's event
+    handling that the trio and asyncio runtimes share.
+
+    The runtime registers a query's waiter (of its own type ``W``) in ``_waiters`` by
+    transaction, an operation's handler in ``_ops`` (a lookup, bootstrap, ... by
+    operation id) and the user's callbacks; after feeding the core, it calls
+    :meth:`_dispatch_events`. What needs the event loop stays in the runtime:
+    :meth:`save_state` and :meth:`_rejoin_soon`.
+    """
+
+    proto: NodeProtocol
+    _waiters: dict[TransactionKey, W]
+    _ops: dict[OperationId, Callable[[Event], None]]
+    _announce_callbacks: list[Callable[[PeerAnnounced], None]]
+    _queried_callbacks: list[Callable[[InfohashQueried], None]]
+    _callback_errors: ErrorLog
+
+    def save_state(self) -> None:
+        raise NotImplementedError
+
+    def _rejoin_soon(self) -> None:
+        """Start joining again in the background (the core said :class:`BootstrapDue`)."""
+        raise NotImplementedError
+
+    def _dispatch_events(self) -> None:
+        """Drain the core's event queue into the waiters, handlers and callbacks."""
+        proto = self.proto
+        while (event := proto.next_event()) is not None:
+            t = type(event)
+            if t is ResponseReceived or t is ErrorReceived or t is QueryTimedOut:
+                waiter = self._waiters.pop(event.key, None)  # type: ignore[union-attr]
+                if waiter is not None:
+                    waiter(event)
+            elif t is InfohashQueried:
+                for queried_cb in self._queried_callbacks:
+                    try:
+                        queried_cb(event)  # type: ignore[arg-type]
+                    except Exception:  # the user's bug must not stop the node
+                        self._callback_errors.record(queried_cb)
+            elif t is PeerAnnounced:
+                for cb in self._announce_callbacks:
+                    try:
+                        cb(event)  # type: ignore[arg-type]
+                    except Exception:  # the user's bug must not stop the node
+                        self._callback_errors.record(cb)
+            elif t is SaveDue:
+                self.save_state()
+            elif t is BootstrapDue:
+                self._rejoin_soon()
+            elif (op := getattr(event, "op", None)) is not None:
+                handler = self._ops.get(op)
+                if handler is not None:
+                    handler(event)
+            # ExternalAddressChanged: the core rejoins under a new ID by itself.
 
 
 def bootstrap_error(event: BootstrapFinished, names: Sequence[Address], timeout: float) -> BootstrapError:

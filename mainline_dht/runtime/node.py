@@ -55,7 +55,6 @@ from ..core.behaviour import (
 )
 from ..core.events import (
     AnnounceFinished,
-    BootstrapDue,
     BootstrapFinished,
     ErrorReceived,
     Event,
@@ -68,7 +67,6 @@ from ..core.events import (
     QueryTimedOut,
     RefreshFinished,
     ResponseReceived,
-    SaveDue,
     TransactionKey,
 )
 from ..core.lookup import Lookup, LookupStats
@@ -79,7 +77,8 @@ from ..core.scrape import ScrapeCollector, ScrapeEstimate
 from ..errors import BootstrapError, KRPCError, LocalProtocolError, QueryTimeout
 from ..wire.contact import Address, Contact, family_of
 from ..wire.krpc import FindNode, GetPeers, Ping, Query, ResponseMessage, SampleInfohashes
-from .common import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ErrorLog, NodeStats, bootstrap_error, default_state_path
+from .common import DEFAULT_BOOTSTRAP, DEFAULT_PORT, ErrorLog, EventDispatch, NodeStats, bootstrap_error
+from .common import default_state_path
 from .common import is_ip_literal, node_stats, parse_address
 from .items import ItemsMixin
 from .state_file import load_saved_state, save_node_state
@@ -215,7 +214,7 @@ class PeerStream:
             raise StopAsyncIteration from None
 
 
-class DHTNode(ItemsMixin):
+class DHTNode(ItemsMixin, EventDispatch[_Waiter]):
     """A running DHT node. Create it with :func:`open_node` or :func:`serve_node`."""
 
     def __init__(
@@ -366,34 +365,7 @@ class DHTNode(ItemsMixin):
         send = self.transport.send
         for data, addr in proto.datagrams_to_send():
             send(data, addr)
-        while (event := proto.next_event()) is not None:
-            t = type(event)
-            if t is ResponseReceived or t is ErrorReceived or t is QueryTimedOut:
-                waiter = self._waiters.pop(event.key, None)  # type: ignore[union-attr]
-                if waiter is not None:
-                    waiter(event)
-            elif t is InfohashQueried:
-                for queried_cb in self._queried_callbacks:
-                    try:
-                        queried_cb(event)  # type: ignore[arg-type]
-                    except Exception:  # the user's bug must not stop the node
-                        self._callback_errors.record(queried_cb)
-            elif t is PeerAnnounced:
-                for cb in self._announce_callbacks:
-                    try:
-                        cb(event)  # type: ignore[arg-type]
-                    except Exception:  # the user's bug must not stop the node
-                        self._callback_errors.record(cb)
-            elif t is SaveDue:
-                self.save_state()
-            elif t is BootstrapDue:
-                if self._nursery is not None:
-                    self._nursery.start_soon(self._rejoin)
-            elif (op := getattr(event, "op", None)) is not None:
-                handler = self._ops.get(op)
-                if handler is not None:
-                    handler(event)
-            # ExternalAddressChanged: the core rejoins under a new ID by itself.
+        self._dispatch_events()
         scope = self._timer_scope
         if scope is not None:
             t_next = proto.get_timer()
@@ -815,6 +787,10 @@ class DHTNode(ItemsMixin):
         if self._primary is not None:
             self._primary.joined.set()
         return result.contacts
+
+    def _rejoin_soon(self) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._rejoin)
 
     async def _rejoin(self) -> None:
         """The core found the table empty: bootstrap again (it applies the backoff)."""
