@@ -14,7 +14,7 @@ from mainline_dht.core.protocol import NodeConfig, NodeProtocol
 from mainline_dht.core.rtt import DEFAULT_FALLBACK_TIMEOUT, DEFAULT_MIN_TIMEOUT
 from mainline_dht.wire import bencode
 from mainline_dht.wire.contact import Address, Contact
-from mainline_dht.wire.krpc import FindNode, Ping
+from mainline_dht.wire.krpc import FindNode, Ping, pack_nodes
 
 FAR: Address = ("10.0.0.1", 6881)
 ROUTER: Address = ("10.0.0.2", 6881)
@@ -91,3 +91,33 @@ def test_lookup_seeds_add_the_cached_contacts_closest_to_the_target() -> None:
     answer(off, near.addr, near.id, 0.0, 0.1)
     assert off.recent is None and off.expected_rtt(near) == math.inf
     assert off.lookup_seeds(target, 16, 1.0) == off.table.closest(target, 16)
+
+
+def test_contacts_an_answer_names_seed_lookups_until_they_fail_to_answer() -> None:
+    """The first k nodes of an answer enter the named-contacts cache, unverified;
+    lookups start from the closest of them too; one that times out leaves it."""
+    core = make_core("named", id=b"\x00" * 20)
+    named = [Contact(bytes([0x80 + i]) + b"\x05" * 19, (f"10.1.{i}.1", 6881)) for i in range(12)]
+    key = core.send_query(FindNode(b"\x80" * 20), FAR, 0.0, node_id=b"\x42" * 20)
+    core.datagrams_to_send()
+    body = {b"id": b"\x42" * 20, b"nodes": pack_nodes(named)}
+    core.receive_datagram(bencode.encode({b"t": key[0], b"y": b"r", b"r": body}), FAR, 0.1)
+    drain_events(core)
+    assert core.heard is not None
+    assert [c in core.heard for c in named] == [True] * core.config.k + [False] * (12 - core.config.k)
+    assert Contact(b"\x42" * 20, FAR) not in core.heard  # it answered: the recent cache has it
+    target = bytes([0x83]) + b"\x05" * 19
+    seeds = core.lookup_seeds(target, 16, 1.0)
+    assert named[3] in seeds and named[10] not in seeds
+    assert core.expected_rtt(named[3]) == math.inf  # never measured: asked after known-fast ones
+    core.send_query(FindNode(target), named[3].addr, 1.0, node_id=named[3].id, timeout=2.0)
+    core.handle_timer(3.5)
+    assert named[3] not in core.heard and named[3] not in core.lookup_seeds(target, 16, 4.0)
+    # Turned off: the answer's nodes seed nothing.
+    off = make_core("named-off", id=b"\x00" * 20, config=NodeConfig(heard_contacts=0))
+    key = off.send_query(FindNode(b"\x80" * 20), FAR, 0.0, node_id=b"\x42" * 20)
+    off.datagrams_to_send()
+    off.receive_datagram(bencode.encode({b"t": key[0], b"y": b"r", b"r": body}), FAR, 0.1)
+    assert off.heard is None
+    assert off.recent is not None
+    assert off.lookup_seeds(target, 16, 1.0) == off.table.closest(target, 16) + off.recent.closest(target, 16, 1.0)

@@ -34,8 +34,8 @@ run's wall time and peak memory. Sections:
    rule turned off. Success and time to first peer count only *announced* peers
    (poisoners' junk arrives first); queries per lookup as elsewhere.
 8. compare: today's lookup (a fixed 0.5 s soft timeout, no cache of recently answering
-   contacts) next to the new defaults (soft timeouts from measured round trips, lookups
-   seeded from and ranked by that cache), in the same run, on the nominal network at
+   or named contacts) next to the new defaults (soft timeouts from measured round trips,
+   lookups seeded from and ranked by those caches), in the same run, on the nominal network at
    every ``--nodes`` size; compare-slow and compare-harsh do the same on the slow network
    and on the harsh network (five seeds) at ``--sweep-nodes``. Each pair runs *cold*
    (lookups from random nodes whose tables were just filled: nothing measured, nothing
@@ -73,7 +73,7 @@ import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mainline_dht.core.contact_cache import DEFAULT_CACHE_CAPACITY  # noqa: E402
+from mainline_dht.core.contact_cache import DEFAULT_CACHE_CAPACITY, DEFAULT_HEARD_CAPACITY  # noqa: E402
 from mainline_dht.core.lookup import DEFAULT_ALPHA, DEFAULT_EARLY_FINISH, DEFAULT_SOFT_TIMEOUT  # noqa: E402
 from mainline_dht.runtime.node import DEFAULT_MAX_LOOKUP_QUERIES  # noqa: E402
 from mainline_dht.core.protocol import DEFAULT_LOOKUP_QUERY_TIMEOUT  # noqa: E402
@@ -95,15 +95,22 @@ TODAY: dict[str, object] = {
     "soft_timeout": DEFAULT_SOFT_TIMEOUT,
     "adaptive_timeouts": False,
     "recent_contacts": 0,
+    "heard_contacts": 0,
 }
 #: The new defaults, spelled out so that runs dedupe.
-NEW: dict[str, object] = {"soft_timeout": None, "adaptive_timeouts": True, "recent_contacts": DEFAULT_CACHE_CAPACITY}
+NEW: dict[str, object] = {
+    "soft_timeout": None,
+    "adaptive_timeouts": True,
+    "recent_contacts": DEFAULT_CACHE_CAPACITY,
+    "heard_contacts": DEFAULT_HEARD_CAPACITY,
+}
 #: One ingredient at a time (ablation).
-RTT_ONLY: dict[str, object] = {"soft_timeout": None, "adaptive_timeouts": True, "recent_contacts": 0}
+RTT_ONLY: dict[str, object] = {"soft_timeout": None, "adaptive_timeouts": True, "recent_contacts": 0, "heard_contacts": 0}
 CACHE_ONLY: dict[str, object] = {
     "soft_timeout": DEFAULT_SOFT_TIMEOUT,
     "adaptive_timeouts": False,
     "recent_contacts": DEFAULT_CACHE_CAPACITY,
+    "heard_contacts": DEFAULT_HEARD_CAPACITY,
 }
 #: Client nodes that run the lookups of a warm run, and the lookups of random
 #: infohashes each runs first (what fills a long-running node's cache).
@@ -157,6 +164,7 @@ class Bench:
             soft_timeout=None,
             adaptive_timeouts=True,
             recent_contacts=DEFAULT_CACHE_CAPACITY,
+            heard_contacts=DEFAULT_HEARD_CAPACITY,
             query_timeout=DEFAULT_LOOKUP_QUERY_TIMEOUT,
             early_finish=DEFAULT_EARLY_FINISH,
             max_queries=DEFAULT_MAX_LOOKUP_QUERIES,
@@ -227,7 +235,7 @@ def _pair(bench: Bench, nodes: int, net: dict[str, object], warmth: dict[str, ob
 def compare(bench: Bench, nodes: Sequence[int], warmths: Sequence[str]) -> None:
     """Today's lookup next to the new defaults on the nominal network (see the module docstring)."""
     print(f"\n## compare: today (fixed soft timeout 0.5 s, no cache) and new (soft timeouts from RTTs, "
-          f"recent-contacts cache); warm = {WARM_CLIENTS} clients after {WARMUP_LOOKUPS} lookups each\n{HEADER}", flush=True)
+          f"recent-contacts cache, named-contacts cache); warm = {WARM_CLIENTS} clients after {WARMUP_LOOKUPS} lookups each\n{HEADER}", flush=True)
     for n in nodes:
         why = _fits(n)
         if why is not None:
@@ -303,6 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{lookups} lookups per run, seed {args.seed}\n"
         f"# defaults now: alpha {DEFAULT_ALPHA}, soft timeout from measured RTTs (rtt; {DEFAULT_SOFT_TIMEOUT} s "
         f"until measured), recent-contacts cache of {DEFAULT_CACHE_CAPACITY}, "
+        f"named-contacts cache of {DEFAULT_HEARD_CAPACITY}, "
         f"hard timeout {DEFAULT_LOOKUP_QUERY_TIMEOUT} s, early_finish {DEFAULT_EARLY_FINISH}, "
         f"max queries {DEFAULT_MAX_LOOKUP_QUERIES}\n"
         f"# columns: 1st = time to first peer, done = time to completion (s, and R = median RTTs), "

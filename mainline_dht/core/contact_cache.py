@@ -18,6 +18,13 @@ An entry that stops answering (a query to it timed out) is dropped: the cache ho
 only contacts whose last query was answered. Entries older than ``max_age`` seconds
 are not handed out.
 
+A second instance, larger and finer (:data:`DEFAULT_HEARD_CAPACITY`), keeps the
+contacts the answers *named* (:meth:`RecentContacts.named`), unverified: a node
+knows some hundreds of contacts that answered it, but thousands that were named to
+it, so the closest of those usually shares a few more leading bits with a new
+target (tools/bench_lookup.py). They only seed lookups, which check every
+candidate as usual; one that does not answer leaves the cache.
+
 Pure: no clock and no randomness; times arrive as ``now`` arguments.
 """
 
@@ -37,6 +44,8 @@ __all__ = [
     "DEFAULT_CACHE_CAPACITY",
     "DEFAULT_CACHE_MAX_AGE",
     "DEFAULT_CACHE_SLOTS",
+    "DEFAULT_HEARD_CAPACITY",
+    "DEFAULT_HEARD_SLOTS",
     "CachedContact",
     "RecentContacts",
 ]
@@ -47,6 +56,14 @@ DEFAULT_CACHE_CAPACITY: Final = 1024
 #: ``capacity // slots`` = 4 entries: a lookup seeded from a filled cache starts at
 #: a node sharing at least 8 leading bits with its target.
 DEFAULT_CACHE_SLOTS: Final = 256
+#: Entries of the cache of contacts named in answers (unverified), ~1 MB when full:
+#: 20 lookups name a few thousand distinct contacts. On 30,000 simulated nodes
+#: (tools/bench_lookup.py, warm), seeding lookups from it too brought the closest
+#: seed 3 bits nearer the target and the median time to first peer from 2.1 to
+#: 1.7 RTT, with 20 queries per lookup instead of 23.
+DEFAULT_HEARD_CAPACITY: Final = 4096
+#: Its ranges (top 10 bits of the ID), 4 entries each.
+DEFAULT_HEARD_SLOTS: Final = 1024
 #: Seconds an answer vouches for a contact: BEP 5's "good" window (15 minutes).
 DEFAULT_CACHE_MAX_AGE: Final = 15 * 60.0
 
@@ -144,6 +161,14 @@ class RecentContacts:
         entry.last_answer = max(entry.last_answer, now)
         if rtt is not None:
             entry.rtt.observe(rtt)
+
+    def named(self, contact: Contact, now: float) -> None:
+        """Record that an answer named ``contact`` (unverified, no round trip).
+
+        As :meth:`answered` without an RTT sample: for the cache of contacts
+        named in answers (see the module docstring).
+        """
+        self.answered(contact, now)
 
     def failed(self, contact: Contact) -> None:
         """Record that a query to ``contact`` went unanswered: it leaves the cache."""

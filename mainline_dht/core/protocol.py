@@ -94,7 +94,7 @@ from ..wire.krpc import (
     query_fields_untrusted,
 )
 from .node_id import is_id_valid_for_ip, node_id_for_ip
-from .contact_cache import DEFAULT_CACHE_CAPACITY, RecentContacts
+from .contact_cache import DEFAULT_CACHE_CAPACITY, DEFAULT_HEARD_CAPACITY, DEFAULT_HEARD_SLOTS, RecentContacts
 from .peer_store import DEFAULT_MAX_INFOHASHES_PER_IP, DEFAULT_MAX_VALUES_PER_REPLY, PeerStore, max_values_for
 from .rate_limit import (
     DEFAULT_BAN_SECONDS,
@@ -299,6 +299,10 @@ class NodeConfig:
     """Contacts that recently answered us kept outside the routing table, to seed
     lookups and rank candidates (see :mod:`mainline_dht.core.contact_cache`);
     0 turns the cache off."""
+    heard_contacts: int = DEFAULT_HEARD_CAPACITY
+    """Contacts that answers to our queries named (the first k of each), kept
+    unverified to seed lookups too (see :mod:`mainline_dht.core.contact_cache`);
+    0 turns this cache off."""
 
 
 @dataclass(slots=True)
@@ -419,6 +423,12 @@ class NodeProtocol:
         self.recent: RecentContacts | None = (
             RecentContacts(capacity=config.recent_contacts) if config.recent_contacts > 0 else None
         )
+        #: Contacts that answers named, unverified (``None``: turned off).
+        self.heard: RecentContacts | None = (
+            RecentContacts(capacity=config.heard_contacts, slots=min(DEFAULT_HEARD_SLOTS, config.heard_contacts))
+            if config.heard_contacts > 0
+            else None
+        )
         self._pending: dict[TransactionKey, _Pending] = {}
         self._deadlines: list[tuple[float, int, TransactionKey]] = []
         self._seq = 0
@@ -529,6 +539,8 @@ class NodeProtocol:
             if pending.node_id is not None and pending.learn:
                 if self.recent is not None:
                     self.recent.failed(Contact(pending.node_id, key[1]))
+                if self.heard is not None:
+                    self.heard.failed(Contact(pending.node_id, key[1]))
                 for contact in self.table.failed(Contact(pending.node_id, key[1]), now):
                     self._ping(contact, now)
             if pending.internal:
@@ -852,9 +864,18 @@ class NodeProtocol:
             self._learn(responder, now, responded=True, rtt=rtt)
             # Nodes a reply tells us about are unverified: ping those that would fit.
             table = self.table
-            for contact in msg.nodes6 if self._v6 else msg.nodes:
+            named = msg.nodes6 if self._v6 else msg.nodes
+            for contact in named:
                 if contact.id not in table:
                     self._learn(contact, now, responded=False)
+            heard = self.heard
+            if heard is not None:
+                recent = self.recent
+                # The first k: a reply may carry more, but a stranger's reply
+                # should not fill the cache.
+                for contact in named[: self._k]:
+                    if contact.id != self.node_id and (recent is None or contact not in recent):
+                        heard.named(contact, now)
         if pending.internal:
             self._pinging.discard(addr)
         elif pending.owner is not None:
@@ -979,7 +1000,8 @@ class NodeProtocol:
 
     def lookup_seeds(self, target: bytes, count: int, now: float) -> list[Contact]:
         """Contacts to start a lookup of ``target`` from: the routing table's
-        ``count`` closest and the ``count`` closest that recently answered us.
+        ``count`` closest, the ``count`` closest that recently answered us, and
+        the ``count`` closest that answers named to us.
 
         The lookup sorts them by distance; the cached ones, spread over the whole
         ID space, are usually the closer ones far from our own ID.
@@ -987,6 +1009,8 @@ class NodeProtocol:
         seeds = self.table.closest(target, count)
         if self.recent is not None:
             seeds += self.recent.closest(target, count, now)
+        if self.heard is not None:
+            seeds += self.heard.closest(target, count, now)
         return seeds
 
     def soft_timeout_for(self, contact: Contact) -> float:

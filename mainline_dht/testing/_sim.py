@@ -105,6 +105,9 @@ class Scenario:
     recent_contacts: int | None = None
     """``NodeConfig.recent_contacts``, the size of the cache of contacts that answered
     (``None``: the default; 0: no cache)."""
+    heard_contacts: int | None = None
+    """``NodeConfig.heard_contacts``, the size of the cache of contacts named in
+    answers (``None``: the default; 0: no such cache)."""
     clients: int | None = None
     """How many live nodes run the measured lookups (``None``: any live node, each
     lookup from a random one). With a few clients, each runs many lookups, as a
@@ -373,6 +376,8 @@ async def run_scenario(scenario: Scenario) -> ScenarioResult:
         config_options["adaptive_timeouts"] = scenario.adaptive_timeouts
     if scenario.recent_contacts is not None:
         config_options["recent_contacts"] = scenario.recent_contacts
+    if scenario.heard_contacts is not None:
+        config_options["heard_contacts"] = scenario.heard_contacts
     config = NodeConfig(**config_options)  # type: ignore[arg-type]
     rng = random.Random(f"{scenario.seed}:scenario")
     async with open_sim_network(
