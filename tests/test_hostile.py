@@ -85,16 +85,20 @@ def test_replies_to_our_queries_get_through_a_ban_and_a_spent_budget() -> None:
     assert limiter is not None and limiter.banned(FLOODER[0], 0.0) and limiter.reply_tokens(0.0) <= 5
     key = core.send_query(Ping(), FLOODER, 0.0)
     core.datagrams_to_send()
+    # Queries from the pending address are still charged (and refused while banned).
+    assert ask(core, raw_query(b"ping", {}), FLOODER, 0.05) == []
     core.receive_datagram(_response(key[0], b"\x05" * 20), FLOODER, 0.1)
     events = []
     while (e := core.next_event()) is not None:
         events.append(e)
     assert [type(e) for e in events] == [ResponseReceived]
-    # Queries from the pending address are still charged (and refused while banned).
-    key2 = core.send_query(Ping(), FLOODER, 0.2)
-    assert ask(core, raw_query(b"ping", {}), FLOODER, 0.3) == []
-    core.cancel(key2)
     assert sum(core._pending_addrs.values()) == core.outstanding  # bookkeeping follows the queries
+    # Its reply proved it return-routable (the flood may have been forged in its
+    # name): the ban is over, and it is held to its rate instead.
+    assert not limiter.banned(FLOODER[0], 0.1) and limiter.is_verified(FLOODER[0])
+    answered = sum(len(ask(core, raw_query(b"ping", {}), FLOODER, 0.1 + i / 1000)) for i in range(1000))
+    assert 0 < answered <= core.config.query_rate_per_ip  # type: ignore[operator]
+    assert not limiter.banned(FLOODER[0], 1.1)
 
 
 def test_a_spoofed_flood_is_not_reflected_and_table_contacts_are_served_first() -> None:
@@ -144,6 +148,20 @@ def test_an_ip_that_answered_our_query_is_served_beside_a_spoofed_flood() -> Non
     assert answered == 40
     # A stranger beside it gets next to nothing.
     assert sum(len(ask(core, raw_query(b"ping", {}), ("10.6.6.6", 1), 2.2 + k / 1000)) for k in range(40)) <= 1
+
+
+def test_a_flood_forged_in_a_contact_s_name_does_not_silence_it() -> None:
+    core = make_core("s")
+    honest = Contact(b"\x33" * 20, ("10.1.2.3", 6881))
+    core.table.heard_from(honest, 0.0, responded=True)
+    stranger = ("10.1.2.4", 6881)
+    for i in range(3_000):  # 1 s at 3,000 a second in each of their names
+        ask(core, raw_query(b"ping", {}), honest.addr, i / 3000)
+        ask(core, raw_query(b"ping", {}), stranger, i / 3000)
+    # A second later the contact is answered again; the stranger is ignored for minutes.
+    assert ask(core, raw_query(b"ping", {}, sender=honest.id), honest.addr, 2.0)
+    assert not ask(core, raw_query(b"ping", {}), stranger, 2.0)
+    assert core.query_limiter is not None and core.query_limiter.bans == 1
 
 
 def test_a_heavy_honest_source_is_answered_beside_a_flood() -> None:

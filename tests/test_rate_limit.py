@@ -143,20 +143,47 @@ def test_a_sustained_source_earns_its_place_beside_a_spoofed_flood() -> None:
     assert not policy.is_known("10.200.0.1", 43.0)
 
 
-def test_an_ip_that_answered_us_is_trusted_until_it_floods() -> None:
-    policy = InboundPolicy(reply_rate=100, reply_burst=100, stranger_rate=1, stranger_burst=1, rate=10, burst=20)
+def test_an_ip_that_answered_us_is_trusted() -> None:
+    policy = InboundPolicy(reply_rate=100, reply_burst=100, stranger_rate=1, stranger_burst=1)
     spend(policy, "10.9.0.1", 0.0, 1)  # the strangers' budget is spent
     assert not policy.admit("10.4.0.1", 0.0)
     policy.verified("10.4.0.1", 0.0)
+    assert policy.is_verified("10.4.0.1")
     assert spend(policy, "10.4.0.1", 0.0, 20) == 20
-    # It floods: banned, and no longer verified when the ban ends.
-    assert not policy.admit("10.4.0.1", 0.0)
-    assert policy.banned("10.4.0.1", 1.0) and not policy.is_verified("10.4.0.1")
-    policy.verified("10.4.0.1", 1.0)  # a reply during the ban changes nothing
-    assert not policy.is_verified("10.4.0.1")
-    later = policy.ban_seconds + 1.0
-    assert spend(policy, "10.9.0.2", later, 1) == 1  # (the strangers' budget is spent again)
-    assert not policy.admit("10.4.0.1", later)  # a stranger again
+
+
+def test_a_flood_in_a_trusted_source_s_name_cannot_get_it_banned() -> None:
+    """A spoofer floods with the addresses of a table contact, of an IP that
+    answered us and of a stranger: the trusted two are held to their rate and
+    served again as soon as the flood stops; the stranger is banned for minutes."""
+    table = {"10.1.0.1"}
+    policy = InboundPolicy(rate=30, burst=150, trusted=table.__contains__)
+    policy.verified("10.4.0.1", 0.0)
+    admitted = dict.fromkeys(("10.1.0.1", "10.4.0.1", "10.5.0.1"), 0)
+    for i in range(10_000):  # 10 s at 1,000 a second in each name
+        for ip in admitted:
+            admitted[ip] += policy.admit(ip, i / 1000)
+    assert policy.bans == 1 and policy.banned("10.5.0.1", 10.0)
+    assert not policy.banned("10.1.0.1", 10.0) and not policy.banned("10.4.0.1", 10.0)
+    # Held to its rate while the flood lasts: the burst, then 30 a second.
+    for ip in ("10.1.0.1", "10.4.0.1"):
+        assert admitted[ip] <= 150 + 10 * 30 + 1
+    # A second after the flood stops, the trusted sources are served in full.
+    assert spend(policy, "10.1.0.1", 11.0, 20) == 20
+    assert spend(policy, "10.4.0.1", 11.0, 20) == 20
+    assert spend(policy, "10.5.0.1", 11.0, 20) == 0
+    assert spend(policy, "10.5.0.1", 10.0 + policy.ban_seconds, 20) == 20
+
+
+def test_answering_our_query_ends_a_ban() -> None:
+    """A ban may have come from a flood in its name: once it is return-routable,
+    the source is held to its rate instead."""
+    policy = InboundPolicy(rate=10, burst=20)
+    assert spend(policy, "10.6.0.1", 0.0, 100) == 20
+    assert policy.banned("10.6.0.1", 1.0)
+    policy.verified("10.6.0.1", 1.0)
+    assert not policy.banned("10.6.0.1", 1.0)
+    assert spend(policy, "10.6.0.1", 2.0, 100) == 10  # a second's worth of its rate, no burst
 
 
 def test_a_spoofed_flood_cannot_crowd_out_a_table_contact() -> None:

@@ -13,6 +13,11 @@ datagram:
   for 5 minutes too). ``rate`` is set well above what a busy honest source
   sends: a client running many lookups through one node, or many users behind
   one NAT or CGNAT address, reach 20 queries a second; they are never refused.
+  Trusted sources (below) are never banned, only held to their rate: a
+  datagram can carry any source address, and a ban would let a spoofer
+  silence one of our contacts for minutes by flooding in its name. They are
+  served again as soon as such a flood stops, and one that really floods
+  costs what a banned source does (one lookup per datagram, dropped unread).
 * **Globally**, a token bucket of replies a second (``reply_rate``). It bounds
   what the node handles, and so what it can be made to send, whatever the
   number of sources. Sources are served in order of trust, by what a spoofer
@@ -307,11 +312,13 @@ class InboundPolicy:
                 tokens = min(self.burst, tokens + elapsed * self.rate)
                 entry[_SEEN] = now
         if tokens < 1.0:
+            self.limited += 1
+            if entry[_VERIFIED] or self._trusted(ip):
+                entry[_TOKENS] = tokens  # held to its rate, never banned (see the module docstring)
+                return False
             entry[_TOKENS] = self.burst  # the state it comes back to when the ban ends
             entry[_BANNED_UNTIL] = now + self.ban_seconds
-            entry[_VERIFIED] = 0.0  # a flooder earns its trust again
             self.bans += 1
-            self.limited += 1
             return False
         entry[_TOKENS] = tokens - 1.0
         if self.reply_rate is None:
@@ -337,17 +344,25 @@ class InboundPolicy:
 
     def verified(self, ip: str, now: float) -> None:
         """Record that ``ip`` answered one of our queries: it is return-routable,
-        and is trusted from now on (until it floods, or is forgotten)."""
+        and is trusted from now on (until it is forgotten).
+
+        A ban ends: the flood it was banned for may have carried its address
+        without coming from it; from now on it is held to its rate instead.
+        """
         entry = self._sources.get(ip)
         if entry is None:
             if len(self._sources) >= self.max_tracked:
                 self._sources.popitem(last=False)
             self._sources[ip] = [self.burst, now, 0.0, now, 1.0]
-        elif entry[_BANNED_UNTIL] <= now:
+        else:
             entry[_VERIFIED] = 1.0
+            if entry[_BANNED_UNTIL] > now:
+                entry[_BANNED_UNTIL] = 0.0
+                entry[_TOKENS] = 0.0  # it refills at its rate from here
+                entry[_SEEN] = now
 
     def is_verified(self, ip: str) -> bool:
-        """Whether ``ip`` answered one of our queries since it was last banned or forgotten."""
+        """Whether ``ip`` answered one of our queries since it was last forgotten."""
         entry = self._sources.get(ip)
         return entry is not None and entry[_VERIFIED] != 0.0
 
