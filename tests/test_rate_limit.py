@@ -241,3 +241,23 @@ def test_memory_is_bounded_and_the_least_recently_seen_ip_goes_first() -> None:
 def test_nonsense_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         InboundPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_refusing_strangers_from_the_closed_window_decides_as_the_buckets_do() -> None:
+    """While both budgets are known to be short, first-time strangers are refused
+    with one comparison; the decisions are those of the buckets themselves."""
+    table = {"10.1.0.1"}
+    fast = InboundPolicy(reply_rate=50, reply_burst=60, stranger_rate=7, stranger_burst=5, trusted=table.__contains__)
+    exact = InboundPolicy(reply_rate=50, reply_burst=60, stranger_rate=7, stranger_burst=5, trusted=table.__contains__)
+    rng = random.Random(3)
+    now = 0.0
+    decisions = []
+    for i in range(20_000):
+        now += rng.expovariate(400)
+        ip = rng.choice(["10.1.0.1", "10.2.0.1", f"10.3.0.{rng.randrange(50)}", f"10.9.{i >> 8 & 255}.{i & 255}"])
+        exact._closed_until = -1.0  # always ask the buckets
+        a, b = fast.admit(ip, now), exact.admit(ip, now)
+        assert a == b, (i, ip, now)
+        decisions.append(a)
+    assert 0.05 < sum(decisions) / len(decisions) < 0.95
+    assert fast.budget_refused == exact.budget_refused > 1000

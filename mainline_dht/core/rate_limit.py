@@ -215,6 +215,8 @@ class InboundPolicy:
         "_sources",
         "_global",
         "_global_at",
+        "_closed_from",
+        "_closed_until",
         "strangers",
         "limited",
         "bans",
@@ -266,6 +268,8 @@ class InboundPolicy:
         self._sources: OrderedDict[str, list[float]] = OrderedDict()
         self._global = self.reply_burst
         self._global_at = now
+        # [from, until): no stranger can be served (see _closed_to_strangers).
+        self._closed_from = self._closed_until = now
         #: Datagrams refused because their source was over its budget or banned.
         self.limited = 0
         #: Times a source emptied its bucket and was banned.
@@ -287,9 +291,11 @@ class InboundPolicy:
         sources = self._sources
         entry = sources.get(ip)
         if entry is None:
-            if self.reply_rate is not None and (
-                self._refill(now) - 1.0 < self._new_floor or self.strangers.tokens(now) < 1.0
-            ) and not self._trusted(ip):
+            if (
+                self.reply_rate is not None
+                and (self._closed_from <= now < self._closed_until or self._closed_to_strangers(now))
+                and not self._trusted(ip)
+            ):
                 # A first-time stranger refused is not remembered: a flood of
                 # ever-new (spoofed) sources cannot push the sources with a
                 # history out of the map.
@@ -340,6 +346,24 @@ class InboundPolicy:
             self.budget_refused += 1
             return False
         self._global = g
+        return True
+
+    def _closed_to_strangers(self, now: float) -> bool:
+        """Whether no stranger can be served at ``now``; if so, remember until when at least.
+
+        Both buckets only refill with time and only spend when a datagram is
+        served, so until the earlier of the instants either could serve a
+        stranger again (if no one else spent), the answer stays yes: the
+        refusals of a spoofed flood then cost one comparison each.
+        """
+        g = self._refill(now) - 1.0
+        strangers = self.strangers
+        s = strangers.tokens(now)
+        if g >= self._new_floor and s >= 1.0:
+            return False
+        wait = max((1.0 - s) / strangers.rate, (self._new_floor - g) / self.reply_rate)  # type: ignore[operator]
+        self._closed_from = now
+        self._closed_until = now + wait
         return True
 
     def verified(self, ip: str, now: float) -> None:
