@@ -12,6 +12,7 @@ as a stranger would, byte for byte, and inspect what it answers.
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = [
     "decode",
     "ask",
     "closest_ids",
+    "max_in_window",
 ]
 
 
@@ -206,6 +208,22 @@ def ask(core: NodeProtocol, data: bytes, addr: Address, now: float) -> list[dict
         if dst == addr and msg.get(b"y") in (b"r", b"e"):
             out.append(msg)
     return out
+
+
+def max_in_window(times: Iterable[float], window: float = 10.0) -> int:
+    """The most of ``times`` in any ``window`` seconds (half-open: ``[t, t + window)``).
+
+    How a rate limit that counts queries per sliding window sees them (libtorrent
+    bans at 50 in 10 s).
+    """
+    q: deque[float] = deque()
+    best = 0
+    for t in sorted(times):
+        q.append(t)
+        while q[0] <= t - window:
+            q.popleft()
+        best = max(best, len(q))
+    return best
 
 
 def closest_ids(ids: Iterable[bytes], target: bytes, count: int) -> list[bytes]:

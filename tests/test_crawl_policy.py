@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
-from collections import defaultdict, deque
+from collections import defaultdict
 
 from mainline_dht.crawl.policy import CrawlLimits, CrawlPolicy, CrawlQuery, QueryKind
 from mainline_dht.crawl.store import NodeRecord
 from mainline_dht.wire.contact import Contact
+
+from helpers import max_in_window
 
 T0 = 1_700_000_000.0
 
@@ -64,17 +66,6 @@ def test_charged_lookup_queries_slow_the_crawl() -> None:
     assert len(p.next_queries(T0 + 1.65)) == 1  # 1.5 tokens
 
 
-def _window_max(times: list[float], window: float = 10.0) -> int:
-    q: deque[float] = deque()
-    best = 0
-    for t in sorted(times):
-        q.append(t)
-        while q[0] <= t - window:
-            q.popleft()
-        best = max(best, len(q))
-    return best
-
-
 def test_no_ip_ever_gets_what_libtorrent_bans_at() -> None:
     """A simulated crawl of 3,000 nodes behind 12 IPs (and 500 on IPs of their own),
     every node answering at once with more contacts and, often, a ``num`` that asks
@@ -102,7 +93,7 @@ def test_no_ip_ever_gets_what_libtorrent_bans_at() -> None:
                               samples=[rng.randbytes(20)], num=1000, interval=0)
         now += 0.01
     assert sum(len(v) for v in sent.values()) > 3000
-    worst = max(_window_max(v) for v in sent.values())
+    worst = max(max_in_window(v) for v in sent.values())
     assert worst <= 24 < 50
     # and the crowded IPs are served all along, at their budget (no node is left waiting forever)
     for i in range(12):

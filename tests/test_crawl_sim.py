@@ -10,7 +10,7 @@ reply holds; 10% of the nodes are dead and 2% of the datagrams are lost.
 from __future__ import annotations
 
 import random
-from collections import defaultdict, deque
+from collections import defaultdict
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -24,19 +24,10 @@ from mainline_dht.crawl.sqlite_store import SQLiteStore
 from mainline_dht.testing._crawl_sim import CRAWLER_ADDRESS, open_crawl_network
 from mainline_dht.testing._memory_net import Packet
 
+from helpers import max_in_window
+
 #: Unix time at the simulation's start (the crawl's wall clock is this plus trio's clock).
 T0 = 1_700_000_000.0
-
-
-def _window_max(times: list[float], window: float = 10.0) -> int:
-    q: deque[float] = deque()
-    best = 0
-    for t in sorted(times):
-        q.append(t)
-        while q[0] <= t - window:
-            q.popleft()
-        best = max(best, len(q))
-    return best
 
 
 async def test_crawl_of_5000_nodes_finds_nodes_infohashes_and_the_size(
@@ -75,7 +66,7 @@ async def test_crawl_of_5000_nodes_finds_nodes_infohashes_and_the_size(
     assert abs(stats.estimate.nodes / len(live) - 1) <= 0.15
     # Polite: the crawl's rate, and far from libtorrent's 50 queries in 10 s to any IP.
     assert stats.queries <= 1000 * 30 + 100
-    assert max(_window_max(times) for times in sent.values()) < 50
+    assert max(max_in_window(times) for times in sent.values()) < 50
     # No BEP 51 is remembered: nodes that answered 204 or like find_node are marked so.
     counts = store.counts()
     # (a node whose first answer came as the crawl stopped is stored, its event not sent)
