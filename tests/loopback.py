@@ -8,22 +8,8 @@ that, on a port of its own.
 
 from __future__ import annotations
 
-import errno
-import socket
-
+from mainline_dht.runtime.localnet import can_bind
 from mainline_dht.wire.contact import Address
-
-
-def can_bind(ip: str) -> bool:
-    """Whether the system lets us bind a UDP socket to ``ip`` (any port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind((ip, 0))
-        except OSError as exc:
-            if exc.errno in (errno.EADDRNOTAVAIL, errno.EINVAL):
-                return False
-            raise
-    return True
 
 
 class LoopbackRange:

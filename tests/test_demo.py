@@ -56,7 +56,7 @@ def test_demo_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_demo_where_only_127_0_0_1_is_routed(capsys: pytest.CaptureFixture[str],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(localnet, "_can_bind", lambda ip: False)
+    monkeypatch.setattr(localnet, "can_bind", lambda ip: False)
     code, out, err = _demo(capsys, "--nodes", "30")
     assert code == cli.EXIT_OK
     assert "30 nodes up on 127.0.0.1, distinct ports" in err
@@ -99,7 +99,7 @@ def test_loopback_ips_stay_inside_127_slash_8() -> None:
 
 
 def test_loopback_addresses_shared_ip_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(localnet, "_can_bind", lambda ip: False)
+    monkeypatch.setattr(localnet, "can_bind", lambda ip: False)
     addrs, shared = loopback_addresses(3, base=("127.0.1.1", 6881))
     assert shared
     assert addrs == [("127.0.0.1", 6881), ("127.0.0.1", 0), ("127.0.0.1", 0)]

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from ..core.events import (
     BootstrapDue,
@@ -205,17 +205,9 @@ class EventDispatch(Generic[W]):
                 if waiter is not None:
                     waiter(event)
             elif t is InfohashQueried:
-                for queried_cb in self._queried_callbacks:
-                    try:
-                        queried_cb(event)  # type: ignore[arg-type]
-                    except Exception:  # the user's bug must not stop the node
-                        self._callback_errors.record(queried_cb)
+                self._call_each(self._queried_callbacks, event)
             elif t is PeerAnnounced:
-                for cb in self._announce_callbacks:
-                    try:
-                        cb(event)  # type: ignore[arg-type]
-                    except Exception:  # the user's bug must not stop the node
-                        self._callback_errors.record(cb)
+                self._call_each(self._announce_callbacks, event)
             elif t is SaveDue:
                 self.save_state()
             elif t is BootstrapDue:
@@ -225,6 +217,14 @@ class EventDispatch(Generic[W]):
                 if handler is not None:
                     handler(event)
             # ExternalAddressChanged: the core rejoins under a new ID by itself.
+
+    def _call_each(self, callbacks: Sequence[Callable[[Any], None]], event: Event) -> None:
+        """Call the user's callbacks with ``event``; one that raises is logged and counted, never fatal."""
+        for callback in callbacks:
+            try:
+                callback(event)
+            except Exception:  # the user's bug must not stop the node
+                self._callback_errors.record(callback)
 
 
 def bootstrap_error(event: BootstrapFinished, names: Sequence[Address], timeout: float) -> BootstrapError:

@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_BASE",
     "DEFAULT_BASE_PORT",
     "LocalNetwork",
+    "can_bind",
     "loopback_addresses",
     "loopback_ips",
     "open_local_network",
@@ -65,7 +66,7 @@ JOIN_TIMEOUT: Final = 5.0
 _LOOPBACK: Final = ipaddress.IPv4Network("127.0.0.0/8")
 
 
-def _can_bind(ip: str) -> bool:
+def can_bind(ip: str) -> bool:
     """Whether the system lets us bind a UDP socket to ``ip`` (any port)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
@@ -124,7 +125,7 @@ def loopback_addresses(n: int, *, base: Address = DEFAULT_BASE) -> tuple[list[Ad
     ip, port = base
     ips = loopback_ips(ip, n)
     probe = next((i for i in ips if i != SHARED_IP), None)
-    if probe is None or _can_bind(probe):
+    if probe is None or can_bind(probe):
         return [(i, port) for i in ips], False
     log.info("the system routes no loopback address but %s: the nodes share it", SHARED_IP)
     return [(SHARED_IP, port)] + [(SHARED_IP, 0)] * (n - 1), True
