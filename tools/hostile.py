@@ -174,10 +174,11 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """The process's user and system CPU seconds so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     # After the command name: state is field 3; utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 @dataclass
@@ -190,8 +191,13 @@ class Figures:
     alive: bool
     rss_before_kb: int
     rss_after_kb: int
-    cpu_seconds: float
+    cpu_user: float
+    cpu_system: float
     status: dict[str, object]
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.cpu_user + self.cpu_system
 
     @property
     def cpu_us_per_datagram(self) -> float:
@@ -286,7 +292,7 @@ async def run_mode(mode: str, sources: list[str], args: argparse.Namespace) -> F
                     proc.kill()
                     proc.wait()
     return Figures(mode, len(sources), sent, honest_sent, honest_answered, alive, rss_before, rss_after,
-                   cpu_after - cpu_before, dict(status))
+                   cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1], dict(status))
 
 
 def report(f: Figures) -> None:
@@ -299,7 +305,8 @@ def report(f: Figures) -> None:
           f"{s.get('internal_errors', '?')}, callback errors {s.get('callback_errors', '?')}")
     print(f"  node RSS                    {f.rss_before_kb / 1024:.1f} MB -> {f.rss_after_kb / 1024:.1f} MB "
           f"({(f.rss_after_kb - f.rss_before_kb) / 1024:+.1f} MB)")
-    print(f"  node CPU                    {f.cpu_seconds:.2f} s = {f.cpu_us_per_datagram:.1f} us per datagram")
+    print(f"  node CPU                    {f.cpu_seconds:.2f} s = {f.cpu_us_per_datagram:.1f} us per datagram"
+          f" (user {f.cpu_user:.2f} s, kernel {f.cpu_system:.2f} s)")
     print(f"  node counters               dropped unread {s.get('queries_rate_limited', '?')}, "
           f"replies {s.get('replies_sent', '?')}, errors sent {s.get('errors_sent', '?')}, "
           f"malformed {s.get('malformed', '?')}, queries (pings) sent {s.get('queries_sent', '?')}, "
