@@ -24,8 +24,8 @@ async def test_ten_thousand_nodes_with_sybils_and_poisoners(autojump_clock: trio
     result = await run_scenario(scenario)
     assert len(result.outcomes) == 100
     assert result.success_rate >= 0.99
-    # The adversaries were in the way: asked (about once a lookup or more; the count varies
-    # from run to run with trio's scheduling, 95-133 seen), and the junk reached the lookups.
+    # The adversaries were in the way: asked (120 sybil and 383 poisoner queries with this
+    # seed; the bound leaves room for rule changes), and the junk reached the lookups.
     assert result.sybil_queries > 50 and result.poisoner_queries > 50
     junk_first = [o for o in result.outcomes if o.first_peer is not None and o.first_found is not None and o.first_peer < o.first_found]
     assert junk_first
