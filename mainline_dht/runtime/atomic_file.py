@@ -1,8 +1,8 @@
-"""Writing a small file so that a crash at any moment leaves the old file or the new one, whole.
+"""Small files of ours: written so that a crash at any moment leaves the old file or the new one, whole.
 
 Owns: the temporary-file-and-rename write used by the state file, the ``peers``
-contact cache and ``.torrent`` output, and the clean-up of temporary files that
-a killed writer left behind.
+contact cache and ``.torrent`` output, the clean-up of temporary files that a
+killed writer left behind, and the bounded read of a bencoded file of ours.
 
 A write goes to ``.<name>.<random>.tmp`` in the same directory, is fsynced,
 renamed over ``<name>`` and the directory fsynced. A process killed between
@@ -24,9 +24,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["STALE_TEMP_AGE", "remove_stale_temp_files", "write_atomically"]
+from ..errors import DecodeError, StateFileError
+from ..wire.bencode import decode_trusted
+
+__all__ = ["STALE_TEMP_AGE", "read_bencoded_file", "remove_stale_temp_files", "write_atomically"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,28 @@ def remove_stale_temp_files(path: Path, *, wall_clock: Callable[[], float] = tim
     if removed:
         log.info("removed %d temporary file(s) left beside %s by an interrupted save", removed, path)
     return removed
+
+
+def read_bencoded_file(path: Path, *, max_size: int, kind: str) -> Any:
+    """Read and decode a bencoded file of ours, at most ``max_size`` bytes of it.
+
+    Args:
+        kind: what the file should be, for the messages ("a contact file").
+
+    Raises:
+        OSError: the file cannot be read (``FileNotFoundError`` if it is missing).
+        StateFileError: the file is larger than ``max_size``, empty, or not bencoding.
+    """
+    with path.open("rb") as f:
+        data = f.read(max_size + 1)
+    if len(data) > max_size:
+        raise StateFileError(f"{path} is larger than {max_size} bytes: not {kind}")
+    if not data:
+        raise StateFileError(f"{path} is empty")
+    try:
+        return decode_trusted(data)
+    except DecodeError as exc:
+        raise StateFileError(f"{path} is corrupt or not {kind}: {exc}") from None
 
 
 def _temp_prefix(path: Path) -> str:

@@ -25,13 +25,13 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from ..core.contact_cache import RecentContacts
-from ..errors import DecodeError, StateFileError
-from ..wire.bencode import decode_trusted, encode_trusted_file
+from ..errors import StateFileError
+from ..wire.bencode import encode_trusted_file
 from ..wire.contact import Contact
-from .atomic_file import write_atomically
+from .atomic_file import read_bencoded_file, write_atomically
 from .state_file import pack_contact, unpack_contact
 
 __all__ = [
@@ -123,16 +123,7 @@ def load_cached_contacts(path: str | os.PathLike[str]) -> list[tuple[Contact, fl
         StateFileError: the file is empty, corrupt, too big or of another version.
     """
     p = Path(path)
-    with p.open("rb") as f:
-        data = f.read(_MAX_FILE + 1)
-    if len(data) > _MAX_FILE:
-        raise StateFileError(f"{p} is larger than {_MAX_FILE} bytes: not a contact file")
-    if not data:
-        raise StateFileError(f"{p} is empty")
-    try:
-        doc: Any = decode_trusted(data)
-    except DecodeError as exc:
-        raise StateFileError(f"{p} is corrupt or not a contact file: {exc}") from None
+    doc = read_bencoded_file(p, max_size=_MAX_FILE, kind="a contact file")
     if not isinstance(doc, dict) or not isinstance(doc.get(b"nodes"), list):
         raise StateFileError(f"{p} is not a contact file (no nodes list)")
     version = doc.get(b"version")

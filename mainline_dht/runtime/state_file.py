@@ -44,12 +44,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from ..wire.bencode import decode_trusted, encode_trusted_file
+from ..wire.bencode import encode_trusted_file
 from ..wire.contact import ID_LENGTH, Contact, family_of
-from ..errors import DecodeError, StateFileError
+from ..errors import StateFileError
 from ..core.protocol import NodeProtocol
 from ..core.routing_table import RoutingTable
-from .atomic_file import write_atomically
+from .atomic_file import read_bencoded_file, write_atomically
 
 __all__ = [
     "FORMAT_VERSION",
@@ -212,16 +212,7 @@ def load_state(path: str | os.PathLike[str]) -> SavedState:
 
 
 def _read(p: Path) -> SavedState:
-    with p.open("rb") as f:
-        data = f.read(MAX_STATE_FILE + 1)
-    if len(data) > MAX_STATE_FILE:
-        raise StateFileError(f"{p} is larger than {MAX_STATE_FILE} bytes: not a routing-table file")
-    if not data:
-        raise StateFileError(f"{p} is empty")
-    try:
-        doc: Any = decode_trusted(data)
-    except DecodeError as exc:
-        raise StateFileError(f"{p} is corrupt or not a routing-table file: {exc}") from None
+    doc = read_bencoded_file(p, max_size=MAX_STATE_FILE, kind="a routing-table file")
     if not isinstance(doc, dict) or b"version" not in doc or b"nodes" not in doc:
         raise StateFileError(f"{p} is not a routing-table file (no version/nodes keys)")
     version = doc[b"version"]
